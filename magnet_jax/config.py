@@ -1,0 +1,197 @@
+"""The configuration schema shared by `configs/*.py`, and its validation.
+
+Config files start from `default_config()` and override fields; `main.py` calls
+`validate_config` before any work, so a config that contradicts itself fails
+with the offending field named. Sizes use the original's notation `W-H`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def default_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    # --- data (magnet_jax.data) ---
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "cityscapes"  # cityscapes | deepglobe | synthetic | custom
+    c.data.source = "file_list"  # file_list | tfds | synthetic
+    c.data.root = "data/cityscapes"  # image/label paths in the lists are relative to it
+    c.data.train_list = "data/list/cityscapes/train.txt"
+    c.data.val_list = "data/list/cityscapes/val.txt"
+    c.data.test_list = "data/list/cityscapes/test.txt"
+    c.data.eval_split = "val"  # train | val | test
+    c.data.num_classes = 19
+    c.data.ignore_label = 255
+    # Label decoding: cityscapes_label_ids | deepglobe_rgb | color_table | id_table | train_ids
+    c.data.label_format = "cityscapes_label_ids"
+    c.data.color_table = ""  # custom: "R,G,B;R,G,B;..." one entry per class, in class order
+    c.data.id_table = ""  # custom: "raw_id:class,raw_id:class,..."; unlisted ids -> ignore
+    c.data.binarize_masks = False  # DeepGlobe challenge: threshold RGB masks at 128 first
+    c.data.miou_classes = ""  # classes averaged into mIoU, "1,2,3"; empty = all
+    c.data.class_names = ""  # comma-separated, for tables; empty = dataset default
+    c.data.num_workers = 2
+    c.data.tfds_data_dir = ""  # tfds source: where TFDS keeps prepared datasets
+    c.data.tfds_manual_dir = ""  # tfds source: folder with the Cityscapes zips
+    c.data.synthetic = ml_collections.ConfigDict()
+    c.data.synthetic.num_train = 48
+    c.data.synthetic.num_val = 8
+    c.data.synthetic.num_test = 16
+    c.data.synthetic.size = 1024
+    c.data.synthetic.seed = 1234
+
+    # --- models (magnet_jax.models) ---
+    c.model = ml_collections.ConfigDict()
+    c.model.backbone = "hrnet18+ocr"  # fpn | psp | hrnet18+ocr | hrnet48+ocr
+
+    # --- MagNet inference (magnet_jax.inference) ---
+    c.magnet = ml_collections.ConfigDict()
+    c.magnet.scales = "256-128,512-256,1024-512,2048-1024"
+    c.magnet.crop_size = "256-128"
+    c.magnet.input_size = "256-128"
+    c.magnet.n_patches = -1  # -1: all patches (MagNet); k > 0: MagNet-Fast
+    c.magnet.n_points = 100000.0  # > 1: a count of points; <= 1: a fraction of the pixels
+    c.magnet.smooth_kernel = 5
+    c.magnet.compat = "paper"  # paper (defects fixed) | reference (the original, defects included)
+    c.magnet.patch_batch_size = 8  # patches per backbone call (one compiled batch shape)
+
+    # --- checkpoints to start from ---
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.backbone = ""  # original .pth or converted orbax checkpoint
+    c.checkpoint.refiners = ""  # comma-separated: one per refinement stage, or one shared
+
+    # --- training (magnet_jax.training) ---
+    c.train = ml_collections.ConfigDict()
+    c.train.target = "refiner"  # refiner | backbone
+    c.train.epochs = 50
+    c.train.batch_size = 8  # global batch, sharded over all devices
+    c.train.lr = 1e-3
+    c.train.momentum = 0.9
+    c.train.weight_decay = 5e-4  # PyTorch-style: added to the gradient
+    c.train.lr_milestones = "10,20,30,40,45"  # refiner: MultiStepLR epochs
+    c.train.lr_gamma = 0.1
+    c.train.poly_power = 0.9  # backbone: (1 - it / max_it) ** power
+    c.train.aux_weight = 0.4
+    c.train.ohem_thresh = 0.7
+    c.train.ohem_min_kept = 100000
+    c.train.refiner_input_order = "fine_first"  # fine_first (as inference) | coarse_first (original)
+    c.train.shared_refiner = False  # one refiner for every stage (DeepGlobe) or one per stage
+    c.train.backbone_crop_sizes = ""  # backbone: "W-H,..." random crops before resizing to input
+    c.train.backbone_scale_jitter = "0.5,2.0"  # backbone: multi-scale jitter range
+    c.train.max_steps = -1  # stop early (tests, smoke runs); -1 = epochs decide
+    c.train.log_every_steps = 10
+    c.train.checkpoint_every_steps = 200
+    c.train.keep_checkpoints = 3
+    c.train.eval_every_epochs = 5
+    c.train.eval_max_images = -1
+    c.train.stage = 0  # per-stage refiners: train only this stage (1-based); 0 = every stage in turn
+    c.train.lr_schedule = "auto"  # auto (poly for backbones, multistep for refiners) | multistep | poly | constant
+    c.train.refiner_loss = "ohem"  # ohem (the original) | ce
+    c.train.init_backbone = ""  # backbone training: start from these weights (.pth or converted folder)
+    c.train.progress = True  # tqdm progress bar
+    # target "all" (synthetic demo): overrides of config.train.* for its backbone phase, e.g. epochs, lr
+    c.train.backbone_phase = ml_collections.ConfigDict()
+
+    # --- evaluation / prediction outputs ---
+    c.eval = ml_collections.ConfigDict()
+    c.eval.max_images = -1
+    c.eval.save_pictures = False
+    c.eval.num_pictures = 8
+    return c
+
+
+def parse_size(text: str, field: str) -> tuple[int, int]:
+    """'W-H' (or a single 'S' for S-S) -> (W, H); errors name the config field."""
+    parts = str(text).strip().split("-")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"config.{field}: expected 'W-H' with integers, got {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) <= 0:
+        raise ValueError(f"config.{field}: expected 'W-H' with positive integers, got {text!r}")
+    return values[0], values[1]
+
+
+def parse_sizes(text: str, field: str) -> list[tuple[int, int]]:
+    """'W-H,W-H,...' -> [(W, H), ...]."""
+    items = [t for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise ValueError(f"config.{field}: expected a comma-separated list of 'W-H', got {text!r}")
+    return [parse_size(t, field) for t in items]
+
+
+def parse_int_list(text: str, field: str) -> list[int]:
+    items = [t for t in str(text).split(",") if t.strip()]
+    try:
+        return [int(t) for t in items]
+    except ValueError:
+        raise ValueError(f"config.{field}: expected comma-separated integers, got {text!r}") from None
+
+
+def validate_config(c: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the first contradictory or out-of-range field."""
+    scales = parse_sizes(c.magnet.scales, "magnet.scales")
+    for (w0, h0), (w1, h1) in zip(scales, scales[1:]):
+        if w1 <= w0 or h1 <= h0:
+            raise ValueError(
+                f"config.magnet.scales: scales must increase in width and height, got {c.magnet.scales!r}"
+            )
+    crop = parse_size(c.magnet.crop_size, "magnet.crop_size")
+    parse_size(c.magnet.input_size, "magnet.input_size")
+    for w, h in scales:
+        if w < crop[0] or h < crop[1]:
+            raise ValueError(
+                f"config.magnet.crop_size {c.magnet.crop_size!r} is larger than scale {w}-{h} of config.magnet.scales"
+            )
+    if c.magnet.n_patches < -1:
+        raise ValueError(f"config.magnet.n_patches: expected -1 (all) or >= 0, got {c.magnet.n_patches}")
+    if c.magnet.n_points <= 0:
+        raise ValueError(f"config.magnet.n_points: expected > 0 (count if > 1, fraction if <= 1), got {c.magnet.n_points}")
+    if c.magnet.smooth_kernel < 1:
+        raise ValueError(f"config.magnet.smooth_kernel: expected >= 1, got {c.magnet.smooth_kernel}")
+    if c.magnet.compat not in ("paper", "reference"):
+        raise ValueError(f"config.magnet.compat: expected 'paper' or 'reference', got {c.magnet.compat!r}")
+    if c.magnet.patch_batch_size < 1:
+        raise ValueError(f"config.magnet.patch_batch_size: expected >= 1, got {c.magnet.patch_batch_size}")
+    refiners = [p for p in str(c.checkpoint.refiners).split(",") if p.strip()]
+    n_stages = len(scales) - 1
+    if refiners and len(refiners) not in (1, n_stages):
+        raise ValueError(
+            f"config.checkpoint.refiners: {len(refiners)} files given; expected 1 (shared) or "
+            f"{n_stages} (one per refinement stage of config.magnet.scales)"
+        )
+    if c.data.num_classes < 1:
+        raise ValueError(f"config.data.num_classes: expected >= 1, got {c.data.num_classes}")
+    if c.train.target not in ("refiner", "backbone", "all"):
+        raise ValueError(f"config.train.target: expected 'refiner', 'backbone' or 'all', got {c.train.target!r}")
+    if c.train.lr_schedule not in ("auto", "multistep", "poly", "constant"):
+        raise ValueError(
+            f"config.train.lr_schedule: expected auto, multistep, poly or constant, got {c.train.lr_schedule!r}"
+        )
+    if c.train.refiner_loss not in ("ohem", "ce"):
+        raise ValueError(f"config.train.refiner_loss: expected 'ohem' or 'ce', got {c.train.refiner_loss!r}")
+    if not 0 <= c.train.stage <= n_stages:
+        raise ValueError(f"config.train.stage: expected 0 (every stage) or 1..{n_stages}, got {c.train.stage}")
+    if c.train.epochs < 1:
+        raise ValueError(f"config.train.epochs: expected >= 1, got {c.train.epochs}")
+    if c.train.keep_checkpoints < 1:
+        raise ValueError(f"config.train.keep_checkpoints: expected >= 1, got {c.train.keep_checkpoints}")
+    if c.train.ohem_min_kept < 1 or not 0.0 <= c.train.ohem_thresh <= 1.0:
+        raise ValueError(
+            f"config.train.ohem_min_kept / ohem_thresh: expected >= 1 and in [0, 1], got "
+            f"{c.train.ohem_min_kept} / {c.train.ohem_thresh}"
+        )
+    for key in c.train.backbone_phase.keys():
+        if key not in c.train or key == "backbone_phase":
+            raise ValueError(f"config.train.backbone_phase.{key}: not a config.train field it could override")
+    if c.train.refiner_input_order not in ("fine_first", "coarse_first"):
+        raise ValueError(
+            f"config.train.refiner_input_order: expected 'fine_first' or 'coarse_first', got {c.train.refiner_input_order!r}"
+        )
+    if c.train.batch_size < 1:
+        raise ValueError(f"config.train.batch_size: expected >= 1, got {c.train.batch_size}")
+    parse_int_list(c.train.lr_milestones, "train.lr_milestones")

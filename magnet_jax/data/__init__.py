@@ -1,0 +1,38 @@
+"""Datasets and input pipelines: sources (file lists, TFDS Cityscapes, synthetic), label decoding,
+MagNet training pairs, backbone samples, evaluation samples, grain loaders.
+
+    source = build_source(config, "train", workdir=workdir)      # source[i] -> image, label, name
+    loader = make_train_loader(config, "train", "refiner", batch_size=8, seed=0)
+    it = iter(loader); batch = next(it); state = it.get_state()  # save with the checkpoint
+    for sample in make_eval_iterator(config, "val"): ...
+"""
+
+from magnet_jax.data.errors import DataError, MissingDataError
+from magnet_jax.data.info import DatasetInfo, dataset_info
+from magnet_jax.data.labels import make_label_decoder
+from magnet_jax.data.lists import read_file_list, write_file_list
+from magnet_jax.data.pipelines import make_eval_iterator, make_train_loader, sample_transform, steps_per_epoch
+from magnet_jax.data.sources import FileListSource, Source, build_source
+from magnet_jax.data.transforms import backbone_sample, eval_sample, patch_grid, refiner_pair, scale_patches
+
+__all__ = [
+    "DataError",
+    "DatasetInfo",
+    "FileListSource",
+    "MissingDataError",
+    "Source",
+    "backbone_sample",
+    "build_source",
+    "dataset_info",
+    "eval_sample",
+    "make_eval_iterator",
+    "make_label_decoder",
+    "make_train_loader",
+    "patch_grid",
+    "read_file_list",
+    "refiner_pair",
+    "sample_transform",
+    "scale_patches",
+    "steps_per_epoch",
+    "write_file_list",
+]

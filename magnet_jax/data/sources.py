@@ -1,0 +1,180 @@
+"""Random-access sources: `len(source)`, `source[i] -> {"image", "label", "name"}`.
+
+`source[i]`: image uint8 `[H, W, 3]` RGB, label uint8 `[H, W]` class ids (ignore label included),
+name str (the image file's stem, or the TFDS image id). `source.read_raw(i)` gives the same with
+the label still raw (`"raw_label"`: `[H, W]` ids or `[H, W, 3]` RGB), for transforms that decode
+only what they crop; `source.label_decoder(raw)` decodes it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import cv2
+import numpy as np
+
+from magnet_jax.data.errors import DataError, MissingDataError
+from magnet_jax.data.labels import ColorLabelDecoder, IdLabelDecoder, make_label_decoder
+from magnet_jax.data.lists import read_file_list
+
+SPLITS = ("train", "val", "test")
+
+
+class Source:
+    """Base of the random-access sources; subclasses implement `__len__` and `read_raw`."""
+
+    label_decoder: IdLabelDecoder | ColorLabelDecoder
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def read_raw(self, index: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        raw = self.read_raw(index)
+        label = self.label_decoder(raw.pop("raw_label"), where=raw.get("label_path", raw["name"]))
+        raw.pop("label_path", None)
+        return {"image": raw["image"], "label": label, "name": raw["name"]}
+
+    def validate(self, indices=None) -> None:
+        """Reads and decodes the samples (all by default): unreadable files, size mismatches, unknown colours."""
+        for i in range(len(self)) if indices is None else indices:
+            self[i]
+
+    def raw_view(self) -> RawView:
+        return RawView(self)
+
+    def __repr__(self) -> str:  # stable: grain stores it in iterator states and checks it on restore
+        return f"{type(self).__name__}(len={len(self)})"
+
+
+class RawView:
+    """`view[i] = source.read_raw(i)` (picklable, for grain)."""
+
+    def __init__(self, source: Source):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.source.read_raw(int(index))
+
+    def __repr__(self) -> str:
+        return f"RawView({self.source!r})"
+
+
+def read_image(path: str) -> np.ndarray:
+    """RGB uint8 `[H, W, 3]`; `DataError` naming the file when it is missing or not an image."""
+    if not os.path.isfile(path):
+        raise MissingDataError(f"image not found: {path}")
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError(f"cannot read image {path}: not an image file OpenCV can decode, or corrupt")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_label(path: str, mode: str) -> np.ndarray:
+    """`mode == "gray"`: `[H, W]` uint8 ids; `"color"`: `[H, W, 3]` uint8 RGB."""
+    if not os.path.isfile(path):
+        raise MissingDataError(f"label not found: {path}")
+    if mode == "color":
+        label = cv2.imread(path, cv2.IMREAD_COLOR)
+        if label is None:
+            raise DataError(f"cannot read label {path}: not an image file OpenCV can decode, or corrupt")
+        return cv2.cvtColor(label, cv2.COLOR_BGR2RGB)
+    label = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if label is None:
+        raise DataError(f"cannot read label {path}: not an image file OpenCV can decode, or corrupt")
+    if label.ndim == 3:
+        if label.shape[2] >= 3 and (label[..., 0] == label[..., 1]).all() and (label[..., 1] == label[..., 2]).all():
+            label = label[..., 0]
+        else:
+            raise DataError(
+                f"label {path} is a colour image but config.data.label_format expects single-channel ids; "
+                "use label_format 'color_table' (with config.data.color_table) or 'deepglobe_rgb'"
+            )
+    if label.dtype != np.uint8:
+        raise DataError(f"label {path}: expected 8-bit ids, got {label.dtype}")
+    return label
+
+
+class FileListSource(Source):
+    """Samples of a file list (`lists.read_file_list`), decoded with `label_decoder`."""
+
+    def __init__(self, pairs: list[tuple[str, str]], label_decoder: IdLabelDecoder | ColorLabelDecoder):
+        self.pairs = list(pairs)
+        self.label_decoder = label_decoder
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __repr__(self) -> str:
+        first = os.path.basename(self.pairs[0][0]) if self.pairs else ""
+        return f"FileListSource(len={len(self)}, first={first!r}, labels={self.label_decoder.name!r})"
+
+    def read_raw(self, index: int) -> dict[str, Any]:
+        image_path, label_path = self.pairs[index]
+        image = read_image(image_path)
+        raw = read_label(label_path, self.label_decoder.mode)
+        if raw.shape[:2] != image.shape[:2]:
+            raise DataError(
+                f"image {image_path} is {image.shape[1]}x{image.shape[0]} but its label {label_path} is "
+                f"{raw.shape[1]}x{raw.shape[0]} (W x H); they must have the same size"
+            )
+        name = os.path.splitext(os.path.basename(image_path))[0]
+        return {"image": image, "raw_label": raw, "name": name, "label_path": label_path}
+
+
+def list_path_for(config, split: str) -> str:
+    if split not in SPLITS:
+        raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    return str(config.data[f"{split}_list"])
+
+
+def build_source(config, split: str, *, workdir: str | None = None, root: str | None = None,
+                 validate: int = 1) -> Source:
+    """The source of `split` (train | val | test) chosen by `config.data.source`.
+
+    - "file_list": `config.data.{split}_list` read relative to `root` (default `config.data.root`).
+    - "tfds": Cityscapes through tensorflow-datasets (`tfds_cityscapes.py`), prepared on first use
+      from the zips in `config.data.tfds_manual_dir` into `config.data.tfds_data_dir`.
+    - "synthetic": generated once (`synthetic.py`) into `root`, else `config.data.root` when set,
+      else `<workdir>/synthetic_data`, then read through its file lists `<folder>/{split}.txt`.
+
+    Every listed file's existence is checked, and the first `validate` samples are read and decoded,
+    so a broken dataset fails here, before any work starts.
+    """
+    kind = str(config.data.source)
+    if split not in SPLITS:
+        raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if kind == "tfds":
+        from magnet_jax.data.tfds_cityscapes import TfdsCityscapesSource
+
+        source: Source = TfdsCityscapesSource.from_config(config, split)
+    elif kind == "synthetic":
+        from magnet_jax.data import synthetic
+
+        folder = root or str(config.data.root or "") or (os.path.join(workdir, "synthetic_data") if workdir else "")
+        if not folder:
+            raise DataError(
+                "the synthetic dataset needs a folder: set config.data.root or pass workdir "
+                "(it is generated into <workdir>/synthetic_data)"
+            )
+        synthetic.ensure_dataset(folder, config.data.synthetic)
+        if int(config.data.num_classes) != synthetic.NUM_CLASSES:
+            raise DataError(
+                f"config.data.num_classes is {config.data.num_classes} but the synthetic dataset has "
+                f"{synthetic.NUM_CLASSES} classes"
+            )
+        pairs = read_file_list(os.path.join(folder, f"{split}.txt"), folder, dataset="synthetic")
+        source = FileListSource(pairs, synthetic.label_decoder())
+    elif kind == "file_list":
+        pairs = read_file_list(list_path_for(config, split), root or str(config.data.root), dataset=str(config.data.name))
+        source = FileListSource(pairs, make_label_decoder(config))
+    else:
+        raise DataError(f"config.data.source: expected 'file_list', 'tfds' or 'synthetic', got {kind!r}")
+    source.validate(range(min(int(validate), len(source))))
+    return source

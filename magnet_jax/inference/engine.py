@@ -1,0 +1,230 @@
+"""The MagNet predictor: a backbone, refiners and a plan -> per-stage predictions for one image.
+
+Python API (also used by training-time validation):
+
+    from magnet_jax.inference.engine import MagNetPredictor
+    predictor = MagNetPredictor.from_config(config)          # loads config.checkpoint.*
+    # or MagNetPredictor(plan, backbone, refiners) with models already in memory
+    result = predictor.predict(image_rgb_u8)                 # [H, W, 3] uint8 RGB
+    result.stages[i].argmax      # np.uint8 [h_i, w_i]: stage 0 at input size, stage i at scale i
+    result.final_probs           # jax [H_last, W_last, C]: P at the last scale (the original's output)
+    predictor.final_argmax(result)            # np.uint8 at the last scale
+    predictor.argmax_at(result.stages[0].probs, label.shape)  # bilinear to any size, then argmax
+
+Each stage is one jit-compiled function (`stages.py`); they are built once per predictor and
+reused for every image (same static shapes). `enable_compilation_cache()` turns on JAX's persistent
+compilation cache so that a new process reuses compiled stages from disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+
+from magnet_jax.inference.plan import MagNetPlan, plan_from_config
+from magnet_jax.inference.stages import make_final_fn, make_refine_stage_fn, make_stage0_fn
+from magnet_jax.preprocess import normalize, resize_image
+
+__all__ = ["MagNetPredictor", "MagNetResult", "StageResult", "enable_compilation_cache", "prepare_patches"]
+
+CACHE_ENV = "MAGNET_JAX_CACHE_DIR"
+_cache_enabled: str | None = None
+
+
+def enable_compilation_cache(path: str | os.PathLike | None = None) -> str | None:
+    """Turns on JAX's persistent compilation cache (idempotent); returns the folder, or None if disabled.
+
+    Folder: `path`, else `$MAGNET_JAX_CACHE_DIR`, else `~/.cache/magnet_jax/jax_cache`. Setting the
+    variable to an empty string or `off` disables it.
+    """
+    global _cache_enabled
+    if path is None:
+        env = os.environ.get(CACHE_ENV)
+        if env is not None and env.strip().lower() in ("", "off", "none", "0"):
+            return None
+        path = env or str(Path.home() / ".cache" / "magnet_jax" / "jax_cache")
+    path = str(path)
+    if _cache_enabled == path:
+        return path
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    _cache_enabled = path
+    return path
+
+
+@dataclasses.dataclass
+class StageResult:
+    """One stage's output. Arrays from the device are fetched to NumPy on first access of the `*_np` helpers."""
+
+    index: int
+    size_hw: tuple[int, int]  # resolution of this stage's maps
+    probs: jax.Array  # [h, w, C] probabilities P after this stage
+    argmax: np.ndarray  # [h, w] uint8
+    uncertainty: jax.Array | None = None  # [h, w] 1 - certainty of the upsampled input (stages >= 1)
+    error: jax.Array | None = None  # [h, w] smoothed error score (stages >= 1)
+    selected: np.ndarray | None = None  # [k] patch indices refined, in selection order
+    points: int = 0  # pixels written with refined values
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class MagNetResult:
+    stages: list[StageResult]
+    final_probs: jax.Array  # P at the last stage's resolution (the last scale unless refinement was skipped)
+    seconds: float = 0.0  # wall time of predict() excluding preprocessing
+    preprocess_seconds: float = 0.0
+
+    @property
+    def timings(self) -> dict[str, float]:
+        out = {"preprocess": self.preprocess_seconds}
+        out.update({f"stage{s.index}": s.seconds for s in self.stages})
+        out["total"] = self.seconds
+        return out
+
+
+def prepare_patches(image: np.ndarray, plan: MagNetPlan) -> list[np.ndarray]:
+    """Host preprocessing as the original: per scale, cv2 INTER_LINEAR resize of the whole image,
+    patch grid, each patch resized (INTER_LINEAR) to the input size, ImageNet normalisation.
+
+    Returns `[stage0 [1, ih, iw, 3]] + [stage i [N_i, ih, iw, 3] for each refinement stage]` float32;
+    stage 0 holds only the first patch of scale 0 (the original's coarse input).
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
+    cw, ch = plan.crop_wh
+    scaled = resize_image(image, plan.scales[0])
+    first = resize_image(np.ascontiguousarray(scaled[0:ch, 0:cw]), plan.input_wh)
+    out = [normalize(first[None])]
+    for stage in plan.stages:
+        scaled = resize_image(image, stage.scale_wh)
+        crops = [resize_image(np.ascontiguousarray(scaled[y0:y1, x0:x1]), plan.input_wh) for x0, y0, x1, y1 in stage.crops_px]
+        out.append(normalize(np.stack(crops)))
+    return out
+
+
+class MagNetPredictor:
+    """MagNet inference for one image at a time, every stage compiled once.
+
+    Args:
+        plan: the static plan (`plan.make_plan` / `plan.plan_from_config`).
+        backbone: segmentation backbone (NNX, eval mode), `model(x [B, H, W, 3]) -> logits`.
+        refiners: one refinement module shared by all stages, or one per refinement stage.
+    """
+
+    def __init__(self, plan: MagNetPlan, backbone: nnx.Module, refiners: Sequence[nnx.Module] | nnx.Module):
+        if isinstance(refiners, nnx.Module):
+            refiners = [refiners]
+        refiners = list(refiners)
+        m = plan.num_refiners_expected
+        if m > 0 and len(refiners) not in (1, m):
+            raise ValueError(
+                f"{len(refiners)} refinement modules given; expected 1 (shared) or {m} (one per refinement stage)"
+            )
+        self.plan = plan
+        self.backbone = backbone
+        self.refiners = refiners
+        bb_graph, self._bb_state = nnx.split(backbone)
+        self._stage0 = make_stage0_fn(bb_graph)
+        self._ref_states = []
+        self._stage_fns = []
+        split_cache: dict[int, tuple] = {}
+        for st in plan.stages:
+            ref = refiners[min(len(refiners), st.index) - 1]
+            if id(ref) not in split_cache:
+                split_cache[id(ref)] = nnx.split(ref)
+            ref_graph, ref_state = split_cache[id(ref)]
+            self._ref_states.append(ref_state)
+            self._stage_fns.append(make_refine_stage_fn(st, plan, bb_graph, ref_graph))
+        self._final_fns: dict[tuple[int, int], object] = {}
+
+    @classmethod
+    def from_config(cls, config, *, backbone: nnx.Module | None = None, refiners=None) -> MagNetPredictor:
+        """Plan from `config.magnet`, models from `config.checkpoint.backbone/refiners` unless given."""
+        from magnet_jax.checkpoints import load_model_weights, load_refiners
+
+        plan = plan_from_config(config)
+        n = int(config.data.num_classes)
+        if backbone is None:
+            if not str(config.checkpoint.backbone).strip():
+                raise ValueError("config.checkpoint.backbone is empty: give the backbone checkpoint (.pth or converted)")
+            backbone = load_model_weights(str(config.checkpoint.backbone).strip(), config.model.backbone, n)
+        if refiners is None:
+            if plan.stages:
+                refiners = load_refiners(str(config.checkpoint.refiners), n, plan.num_refiners_expected)
+            else:
+                refiners = []
+        return cls(plan, backbone, refiners)
+
+    # ------------------------------------------------------------------ inference
+
+    def prepare(self, image: np.ndarray) -> list[np.ndarray]:
+        """Host-side patches for `image` (see `prepare_patches`)."""
+        return prepare_patches(image, self.plan)
+
+    def predict(self, image: np.ndarray, *, keep_probs: bool = True) -> MagNetResult:
+        """Runs every stage on an RGB uint8 image `[H, W, 3]`.
+
+        Per-stage timings wait for each stage to finish (the next stage needs its output anyway).
+        With `keep_probs=False` intermediate stages drop their probability maps (saves memory).
+        """
+        t0 = time.perf_counter()
+        host = self.prepare(image)
+        t1 = time.perf_counter()
+        patches = jax.device_put(host)  # the whole image's patches go to the device once
+        probs, am = self._stage0(self._bb_state, patches[0])
+        am = np.asarray(am)
+        t2 = time.perf_counter()
+        stages = [StageResult(0, self.plan.input_hw, probs, am, seconds=t2 - t1)]
+        for i, (st, fn) in enumerate(zip(self.plan.stages, self._stage_fns)):
+            ts = time.perf_counter()
+            out = fn(self._bb_state, self._ref_states[i], probs, patches[i + 1])
+            probs = out["probs"]
+            am = np.asarray(out["argmax"])
+            if not keep_probs:
+                stages[-1].probs = None
+            stages.append(
+                StageResult(
+                    st.index,
+                    st.size_hw,
+                    probs,
+                    am,
+                    uncertainty=out["uncertainty"],
+                    error=out["error"],
+                    selected=np.asarray(out["selected"]),
+                    points=int(out["points"]),
+                    seconds=time.perf_counter() - ts,
+                )
+            )
+        jax.block_until_ready(probs)
+        return MagNetResult(stages, probs, seconds=time.perf_counter() - t1, preprocess_seconds=t1 - t0)
+
+    def argmax_at(self, probs: jax.Array, size_hw: tuple[int, int]) -> np.ndarray:
+        """`argmax(bilinear(ac=False)(probs -> size_hw))` as uint8 `[h, w]` (compiled once per size)."""
+        key = (int(probs.shape[0]), int(probs.shape[1]), int(size_hw[0]), int(size_hw[1]))
+        if key not in self._final_fns:
+            self._final_fns[key] = make_final_fn((key[2], key[3]))
+        return np.asarray(self._final_fns[key](probs))
+
+    def final_argmax(self, result: MagNetResult, size_hw: tuple[int, int] | None = None) -> np.ndarray:
+        """The original's final prediction: P resized to the last scale (or `size_hw`), argmax."""
+        return self.argmax_at(result.final_probs, size_hw or self.plan.last_hw)
+
+    def warmup(self) -> float:
+        """Compiles every stage on a blank image; returns the seconds spent."""
+        t = time.perf_counter()
+        h, w = self.plan.scales[-1][1], self.plan.scales[-1][0]
+        res = self.predict(np.zeros((h, w, 3), np.uint8))
+        self.final_argmax(res)
+        return time.perf_counter() - t

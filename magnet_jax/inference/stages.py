@@ -1,0 +1,363 @@
+"""MagNet's stages as pure, jit-compiled functions of static shapes (NHWC, one image).
+
+`make_stage0_fn` and `make_refine_stage_fn` turn a plan (`plan.py`) and the models' NNX graph
+definitions into functions of arrays only (model states, probabilities, image patches). Every
+shape inside is fixed by the plan: patch selection is `k` indices out of `N`, backbone and refiner
+run over the `k` selected patches in sub-batches of one compiled size (padded), points are chosen
+with a fixed budget and written with a mask instead of the original's boolean indexing. Nothing
+inside a stage goes back to the host.
+
+One refinement stage at scale S (MAGNET_SPEC.md section 2, steps 1-9):
+  P = bilinear(P_prev -> S); U = 1 - certainty(P); patch scores = mean RoI Align of U per patch;
+  select k patches; F = softmax(backbone(patches)); C = RoI Align(P, boxes);
+  R = softmax(refiner(F, C)); E, mask = ensemble(R); error = certainty(E) * U, median-smoothed at
+  input resolution; write E into P at the top-`budget` error pixels.
+
+`compat="reference"` reproduces the original with its defects; `compat="paper"` fixes them
+(see `plan.py` and MAGNET_SPEC.md section 5):
+  - selection: reference keeps the k *least* uncertain patches (ascending sort); paper the k most;
+  - error score: reference zeroes it inside the refined patches when `n_patches > 0`; paper keeps
+    it and restricts the points to the refined patches instead;
+  - ensemble: reference overwrites overlapping patches (later selected wins), counts overlaps on
+    boxes shrunk by 10 px and divides by the count; paper averages patches over their full boxes;
+  - point selection: reference replays PyTorch's CPU `topk` tie-breaking where it matters
+    (`topk.py`); paper breaks ties by the lower pixel index.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from magnet_jax.inference.plan import MagNetPlan, StagePlan
+from magnet_jax.inference.topk import torch_topk_indices
+from magnet_jax.ops.median import median_filter
+from magnet_jax.ops.resize import bilinear_matrix, resize_nearest
+from magnet_jax.ops.roi_align import required_samples, roi_align
+
+__all__ = [
+    "certainty",
+    "ensemble_selected",
+    "make_refine_stage_fn",
+    "make_stage0_fn",
+    "resize_bilinear_taps",
+    "select_top_mask",
+    "smooth_error",
+]
+
+# When the budget boundary splits a group of equal error scores, the reference mode replays
+# PyTorch's tie-breaking if the group's undecided part exceeds this fraction of the pixels.
+_TIE_REPLAY_FRACTION = 1.0 / 4096
+
+
+def certainty(probs: jax.Array) -> jax.Array:
+    """Top-1 minus top-2 probability over the last axis: `[..., C] -> [...]`."""
+    top2 = jax.lax.top_k(probs, 2)[0]
+    return top2[..., 0] - top2[..., 1]
+
+
+# ----------------------------------------------------------------------------- resizing
+
+
+@functools.lru_cache(maxsize=128)
+def _taps(in_size: int, out_size: int, align_corners: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Two-tap form `(i0, i1, w0, w1)` of `ops.resize.bilinear_matrix` (same float32 weights)."""
+    mat = bilinear_matrix(in_size, out_size, align_corners)
+    i0 = np.argmax(mat != 0, axis=1).astype(np.int32)
+    i1 = np.minimum(i0 + 1, in_size - 1).astype(np.int32)
+    rows = np.arange(out_size)
+    w0 = mat[rows, i0].astype(np.float32)
+    w1 = np.where(i1 != i0, mat[rows, i1], 0.0).astype(np.float32)
+    return i0, i1, w0, w1
+
+
+def resize_bilinear_taps(x: jax.Array, size_hw: tuple[int, int], align_corners: bool = False) -> jax.Array:
+    """`F.interpolate(bilinear)` on `[B, H, W, C]` by two-tap gathers per axis (rows first, then columns).
+
+    Same weights as `magnet_jax.ops.resize_bilinear` (its dense matrices have two non-zeros per row),
+    with O(output) work instead of O(output x input): this is the resize for large maps.
+    """
+    _, h_in, w_in, _ = x.shape
+    h_out, w_out = int(size_hw[0]), int(size_hw[1])
+    if (h_in, w_in) == (h_out, w_out):
+        return x
+    x = x.astype(jnp.float32)
+    if h_out != h_in:
+        i0, i1, w0, w1 = _taps(h_in, h_out, bool(align_corners))
+        x = jnp.take(x, i0, axis=1) * w0[None, :, None, None] + jnp.take(x, i1, axis=1) * w1[None, :, None, None]
+    if w_out != w_in:
+        i0, i1, w0, w1 = _taps(w_in, w_out, bool(align_corners))
+        x = jnp.take(x, i0, axis=2) * w0[None, None, :, None] + jnp.take(x, i1, axis=2) * w1[None, None, :, None]
+    return x
+
+
+# ----------------------------------------------------------------------------- ensemble
+
+
+def _rounded_boxes(stage: StagePlan) -> np.ndarray:
+    """`[N, 4]` int boxes `round(ratio * S)` computed in float32 as the original's `ensemble`."""
+    w, h = stage.scale_wh
+    r = stage.ratios.astype(np.float32)
+    size = np.array([w, h, w, h], np.float32)
+    return np.round((r * size).astype(np.float32)).astype(np.int64)
+
+
+def _clip_slice(a: int, b: int, n: int) -> tuple[int, int]:
+    """Python slice `[a:b]` on a length-n axis as concrete bounds (negative ends count from the end)."""
+    start, stop, _ = slice(a, b).indices(n)
+    return start, max(start, stop)
+
+
+def ensemble_selected(
+    refined: jax.Array, slot_of_pos: jax.Array, stage: StagePlan, mode: str
+) -> tuple[jax.Array, jax.Array]:
+    """Pastes the refined patches into an `S`-sized map.
+
+    Args:
+        refined: `[k, ih, iw, C]` refined probabilities, in selection order.
+        slot_of_pos: `[N]` int32: for every grid position, its rank in the selection (-1 if not selected).
+        stage: the stage plan (static grid).
+        mode: "reference" (overwrite in selection order, count mask on boxes shrunk by 10 px, divide
+            by the count) or "average" (mean over the full boxes of the selected patches).
+
+    Returns:
+        `(E [H, W, C] float32, mask [H, W] bool)`.
+    """
+    w, h = stage.scale_wh
+    k = refined.shape[0]
+    c = refined.shape[-1]
+    boxes = _rounded_boxes(stage)
+    sizes = {(int(b[3] - b[1]), int(b[2] - b[0])) for b in boxes}
+    canvas = jnp.zeros((h, w, c), jnp.float32)
+    count = jnp.zeros((h, w), jnp.float32)
+    resized = {}
+    for size in sizes:
+        resized[size] = resize_bilinear_taps(refined, size, align_corners=False)
+    if mode == "reference":
+        best = jnp.full((h, w), -1, jnp.int32)
+    for n in range(stage.n_total):
+        x0, y0, x1, y1 = (int(v) for v in boxes[n])
+        slot = slot_of_pos[n]
+        sel = slot >= 0
+        patch = resized[(y1 - y0, x1 - x0)][jnp.clip(slot, 0, k - 1)]
+        ya, yb = _clip_slice(y0, y1, h)
+        xa, xb = _clip_slice(x0, x1, w)
+        patch = patch[ya - y0 : ya - y0 + (yb - ya), xa - x0 : xa - x0 + (xb - xa)]
+        if mode == "reference":
+            region_best = best[ya:yb, xa:xb]
+            take = sel & (slot > region_best)
+            canvas = canvas.at[ya:yb, xa:xb].set(jnp.where(take[..., None], patch, canvas[ya:yb, xa:xb]))
+            best = best.at[ya:yb, xa:xb].set(jnp.where(take, slot, region_best))
+            ma, mb = _clip_slice(y0 + 10, y1 - 10, h)
+            na, nb = _clip_slice(x0 + 10, x1 - 10, w)
+            count = count.at[ma:mb, na:nb].add(sel.astype(jnp.float32))
+        else:
+            canvas = canvas.at[ya:yb, xa:xb].add(jnp.where(sel, patch, 0.0))
+            count = count.at[ya:yb, xa:xb].add(sel.astype(jnp.float32))
+    out = canvas / jnp.maximum(count, 1.0)[..., None]
+    return out, count > 0
+
+
+# ----------------------------------------------------------------------------- error score and points
+
+
+def smooth_error(error: jax.Array, input_hw: tuple[int, int], kernel: int) -> jax.Array:
+    """`[H, W]` -> nearest to `input_hw`, k x k median (zero padding), nearest back to `[H, W]`."""
+    h, w = error.shape
+    small = resize_nearest(error[None, :, :, None], input_hw)[0, :, :, 0]
+    small = median_filter(small, kernel)
+    return resize_nearest(small[None, :, :, None], (h, w))[0, :, :, 0]
+
+
+def _sortable_key(v: jax.Array) -> jax.Array:
+    """float32 -> uint32 with the same order (negatives included)."""
+    b = jax.lax.bitcast_convert_type(v.astype(jnp.float32), jnp.uint32)
+    return jnp.where((b >> 31) == 1, ~b, b | jnp.uint32(0x80000000))
+
+
+def _kth_largest_key(key: jax.Array, k: int) -> jax.Array:
+    """The k-th largest of `key` (uint32 `[n]`, 1 <= k <= n) by a two-pass 16-bit radix select."""
+    hi = (key >> 16).astype(jnp.int32)
+    count_hi = jnp.zeros((65536,), jnp.int32).at[hi].add(1)
+    at_least = jnp.cumsum(count_hi[::-1])[::-1]  # elements with hi >= b
+    b_hi = jnp.sum(at_least >= k).astype(jnp.int32) - 1
+    above = jnp.where(b_hi < 65535, at_least[jnp.minimum(b_hi + 1, 65535)], 0)
+    lo = (key & jnp.uint32(0xFFFF)).astype(jnp.int32)
+    count_lo = jnp.zeros((65536,), jnp.int32).at[jnp.where(hi == b_hi, lo, 65536)].add(1, mode="drop")
+    at_least_lo = jnp.cumsum(count_lo[::-1])[::-1]
+    b_lo = jnp.sum(at_least_lo >= k - above).astype(jnp.int32) - 1
+    return (b_hi.astype(jnp.uint32) << 16) | b_lo.astype(jnp.uint32)
+
+
+def select_top_mask(score: jax.Array, k: int, *, torch_ties: bool) -> jax.Array:
+    """Boolean `[n]` mask of the `k` largest entries of the flat `score`.
+
+    Entries above the k-th largest value are always in; of the entries equal to it, the lowest
+    indices are taken, or with `torch_ties` the ones PyTorch's CPU `topk` takes (replayed only when
+    that tie group is large enough to matter, see `_TIE_REPLAY_FRACTION`). `k >= n` selects all.
+    """
+    n = score.shape[0]
+    if k >= n:
+        return jnp.ones((n,), bool)
+    if k <= 0:
+        return jnp.zeros((n,), bool)
+    key = _sortable_key(score)
+    t = _kth_largest_key(key, k)
+    above = key > t
+    ties = key == t
+    need = k - jnp.sum(above)
+    rank = jnp.cumsum(ties.astype(jnp.int32)) - 1
+    simple = above | (ties & (rank < need))
+    if not torch_ties:
+        return simple
+    n_ties = jnp.sum(ties)
+    undecided = jnp.minimum(need, n_ties - need)
+    threshold = max(1, int(n * _TIE_REPLAY_FRACTION))
+
+    def replay():
+        idx = torch_topk_indices(score, k)
+        return jnp.zeros((n,), bool).at[idx].set(True)
+
+    return jax.lax.cond(undecided > threshold, replay, lambda: simple)
+
+
+def _pixel_centre_axis(size: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Per-axis bilinear corners and weights of the original's pixel-centre points, through grid_sample.
+
+    The original samples at `p = step/2 + i*step` (float32, `step = 1/size`) with
+    `grid_sample(2p - 1, align_corners=False)`; rounding can leave a tiny weight on the neighbour.
+    Returns `(i0, w0_positive, i1, w1_positive)` with out-of-range corners marked non-positive.
+    """
+    step = 1.0 / float(size)
+    p = jnp.arange(size, dtype=jnp.float32) * jnp.float32(step) + jnp.float32(step / 2.0)
+    g = 2.0 * p - 1.0
+    pix = (g + 1.0) * jnp.float32(size / 2) - 0.5
+    f0 = jnp.floor(pix)
+    w1 = pix - f0
+    w0 = (f0 + 1.0) - pix
+    i0 = f0.astype(jnp.int32)
+    i1 = i0 + 1
+    ok0 = (w0 > 0) & (i0 >= 0) & (i0 < size)
+    ok1 = (w1 > 0) & (i1 >= 0) & (i1 < size)
+    return jnp.clip(i0, 0, size - 1), ok0, jnp.clip(i1, 0, size - 1), ok1
+
+
+def sampled_mask(mask: jax.Array) -> jax.Array:
+    """`bool(point_sample(mask, pixel centre))` for every pixel (`[H, W]` bool), as the original casts it."""
+    h, w = mask.shape
+    ya, oka, yb, okb = _pixel_centre_axis(h)
+    xa, okxa, xb, okxb = _pixel_centre_axis(w)
+    out = jnp.zeros((h, w), bool)
+    for yi, oky in ((ya, oka), (yb, okb)):
+        rows = jnp.take(mask, yi, axis=0) & oky[:, None]
+        for xi, okx in ((xa, okxa), (xb, okxb)):
+            out = out | (jnp.take(rows, xi, axis=1) & okx[None, :])
+    return out
+
+
+# ----------------------------------------------------------------------------- stage functions
+
+
+def _apply_model(graphdef, state, *args):
+    return nnx.merge(graphdef, state)(*args)
+
+
+def make_stage0_fn(backbone_graphdef) -> Callable:
+    """`stage0(backbone_state, patch [1, ih, iw, 3]) -> (probs [ih, iw, C], argmax [ih, iw] uint8)` (jitted)."""
+
+    @jax.jit
+    def stage0(backbone_state, patch):
+        probs = jax.nn.softmax(_apply_model(backbone_graphdef, backbone_state, patch).astype(jnp.float32), axis=-1)[0]
+        return probs, jnp.argmax(probs, axis=-1).astype(jnp.uint8)
+
+    return stage0
+
+
+def effective_batch(stage: StagePlan, patch_batch_size: int) -> int:
+    """Sub-batch size of a stage: the configured size, but never more than the patches refined."""
+    return max(1, min(int(patch_batch_size), stage.k))
+
+
+def make_refine_stage_fn(stage: StagePlan, plan: MagNetPlan, backbone_graphdef, refiner_graphdef) -> Callable:
+    """The jitted refinement stage `stage.index`.
+
+    `fn(backbone_state, refiner_state, probs_prev [h, w, C], patches [N, ih, iw, 3]) -> dict` with
+    `probs` `[H, W, C]` (the stage's output P), `argmax` `[H, W]` uint8, `uncertainty` `[H, W]`
+    (1 - certainty of the upsampled input), `error` `[H, W]` (the smoothed error score the points
+    were chosen from), `selected` `[k]` int32 (patch indices in selection order), `points` (number of
+    pixels written).
+    """
+    reference = plan.compat == "reference"
+    h, w = stage.size_hw
+    ih, iw = plan.input_hw
+    n_total, k = stage.n_total, stage.k
+    batch = effective_batch(stage, plan.patch_batch_size)
+    n_batches = -(-k // batch)
+    boxes_np = stage.boxes  # [N, 4] float32 pixels of this scale
+    max_samples = required_samples(boxes_np, (ih, iw))
+
+    def fn(backbone_state, refiner_state, probs_prev, patches):
+        # 1-2. upsample the previous probabilities, uncertainty
+        probs = resize_bilinear_taps(probs_prev[None].astype(jnp.float32), (h, w), align_corners=False)[0]
+        unc = 1.0 - certainty(probs)
+        boxes = jnp.asarray(boxes_np)
+        # 3. patch scores: mean RoI Align of the uncertainty over each patch
+        scores = roi_align(unc[..., None], boxes_np, (ih, iw), max_samples=max_samples).mean(axis=(1, 2, 3))
+        # 4. patch selection (k static)
+        order = jnp.argsort(scores if reference else -scores, stable=True).astype(jnp.int32)
+        selected = order[:k]
+        slot_of_pos = jnp.full((n_total,), -1, jnp.int32).at[selected].set(jnp.arange(k, dtype=jnp.int32))
+        # 5. backbone + coarse crops + refiner on the selected patches, sub-batches of one shape
+        padded = jnp.concatenate([selected, jnp.broadcast_to(selected[:1], (n_batches * batch - k,))])
+        padded = padded.reshape(n_batches, batch)
+
+        def refine_batch(ids):
+            images = jnp.take(patches, ids, axis=0)
+            fine = jax.nn.softmax(_apply_model(backbone_graphdef, backbone_state, images).astype(jnp.float32), -1)
+            coarse = roi_align(probs, jnp.take(boxes, ids, axis=0), (ih, iw), max_samples=max_samples)
+            logits = _apply_model(refiner_graphdef, refiner_state, fine, coarse)
+            return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+        refined = jax.lax.map(refine_batch, padded)
+        refined = refined.reshape((n_batches * batch,) + refined.shape[2:])[:k]
+        # 6. ensemble
+        ens, mask = ensemble_selected(refined, slot_of_pos, stage, "reference" if reference else "average")
+        # 7. error score, median smoothing at input resolution
+        cert = certainty(ens)
+        if stage.zero_error_in_mask:
+            cert = jnp.where(mask, 0.0, cert)
+        error = smooth_error(cert * unc, (ih, iw), stage.smooth_kernel)
+        score = error if reference else jnp.where(mask, error, -1.0)
+        # 8-9. top-budget points, write the refined values into P
+        chosen = select_top_mask(score.reshape(-1), stage.budget, torch_ties=reference)
+        if stage.filter_points_by_mask:
+            keep = sampled_mask(mask) if reference else mask
+            chosen = chosen & keep.reshape(-1)
+        chosen = chosen.reshape(h, w)
+        out = jnp.where(chosen[..., None], ens, probs)
+        return {
+            "probs": out,
+            "argmax": jnp.argmax(out, axis=-1).astype(jnp.uint8),
+            "uncertainty": unc,
+            "error": error,
+            "selected": selected,
+            "points": jnp.sum(chosen).astype(jnp.int32),
+        }
+
+    return jax.jit(fn)
+
+
+def make_final_fn(out_hw: tuple[int, int]) -> Callable:
+    """`fn(probs [h, w, C]) -> argmax [H, W] uint8` after bilinear(ac=False) resizing to `out_hw` (jitted)."""
+
+    @jax.jit
+    def final(probs):
+        up = resize_bilinear_taps(probs[None].astype(jnp.float32), out_hw, align_corners=False)[0]
+        return jnp.argmax(up, axis=-1).astype(jnp.uint8)
+
+    return final

@@ -1,0 +1,170 @@
+"""Segmentation metrics as the original MagNet defines them (MAGNET_SPEC.md section 3).
+
+- Confusion matrix: rows = ground truth, columns = prediction, over the pixels whose label is
+  `>= 0`, `< num_classes` and `!= ignore_label`.
+- IoU per class: `diag / max(1, row_sum + col_sum - diag)` (a class absent from both the labels
+  and the predictions scores 0, as in the original).
+- mIoU: the mean of the IoU over a dataset-specific set of classes: Cityscapes averages all 19,
+  DeepGlobe classes 1..6 (class 0 "unknown" is excluded). `miou_classes(config)` resolves it.
+- Frequency-weighted IoU (the original's per-image progress-bar number): IoU weighted by the
+  ground-truth pixel share of each averaged class.
+
+NumPy functions work on host arrays (evaluation); `confusion_matrix_jax` is the jit-able twin for
+training-time validation on device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = [
+    "ConfusionMatrix",
+    "confusion_matrix",
+    "confusion_matrix_jax",
+    "freq_weighted_iou",
+    "iou_per_class",
+    "mean_iou",
+    "miou_classes",
+    "format_iou_table",
+]
+
+
+def confusion_matrix(label: np.ndarray, pred: np.ndarray, num_classes: int, ignore_label: int | None = None) -> np.ndarray:
+    """`[n, n]` int64 confusion matrix (rows = ground truth, columns = prediction).
+
+    Args:
+        label: integer ground truth of any shape.
+        pred: integer prediction, same shape as `label`.
+        num_classes: n.
+        ignore_label: label value to skip (e.g. 255); labels outside `[0, n)` are skipped too.
+    """
+    label = np.asarray(label)
+    pred = np.asarray(pred)
+    if label.shape != pred.shape:
+        raise ValueError(f"confusion_matrix: label shape {label.shape} != prediction shape {pred.shape}")
+    label = label.astype(np.int64).ravel()
+    pred = pred.astype(np.int64).ravel()
+    valid = (label >= 0) & (label < num_classes) & (pred >= 0) & (pred < num_classes)
+    if ignore_label is not None:
+        valid &= label != ignore_label
+    idx = num_classes * label[valid] + pred[valid]
+    return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes).astype(np.int64)
+
+
+def confusion_matrix_jax(label, pred, num_classes: int, ignore_label: int | None = None):
+    """jit-able confusion matrix: same definition as `confusion_matrix`, returns `[n, n]` int32."""
+    import jax.numpy as jnp
+
+    label = jnp.asarray(label).astype(jnp.int32).ravel()
+    pred = jnp.asarray(pred).astype(jnp.int32).ravel()
+    valid = (label >= 0) & (label < num_classes) & (pred >= 0) & (pred < num_classes)
+    if ignore_label is not None:
+        valid &= label != ignore_label
+    idx = jnp.where(valid, num_classes * label + pred, 0)
+    counts = jnp.zeros((num_classes * num_classes,), jnp.int32).at[idx].add(valid.astype(jnp.int32))
+    return counts.reshape(num_classes, num_classes)
+
+
+def iou_per_class(conf: np.ndarray) -> np.ndarray:
+    """`[n]` IoU per class: `diag / max(1, row + col - diag)`."""
+    conf = np.asarray(conf, dtype=np.float64)
+    diag = np.diag(conf)
+    union = np.maximum(1.0, conf.sum(axis=1) + conf.sum(axis=0) - diag)
+    return diag / union
+
+
+def _classes(conf: np.ndarray, classes: Sequence[int] | None) -> np.ndarray:
+    n = conf.shape[0]
+    if classes is None or len(classes) == 0:
+        return np.arange(n)
+    cls = np.asarray(list(classes), dtype=np.int64)
+    if cls.min() < 0 or cls.max() >= n:
+        raise ValueError(f"mIoU classes {list(classes)} out of range for {n} classes")
+    return cls
+
+
+def mean_iou(conf: np.ndarray, classes: Sequence[int] | None = None) -> float:
+    """mIoU over `classes` (all when None or empty); 0 for an empty matrix."""
+    conf = np.asarray(conf)
+    if conf.sum() == 0:
+        return 0.0
+    return float(iou_per_class(conf)[_classes(conf, classes)].mean())
+
+
+def freq_weighted_iou(conf: np.ndarray, classes: Sequence[int] | None = None) -> float:
+    """IoU weighted by each class's ground-truth pixel share, over `classes` (the original's per-image number)."""
+    conf = np.asarray(conf, dtype=np.float64)
+    if conf.sum() == 0:
+        return 0.0
+    cls = _classes(conf, classes)
+    freq = conf.sum(axis=1) / conf.sum()
+    total = freq[cls].sum()
+    if total == 0:
+        return 0.0
+    return float((iou_per_class(conf)[cls] * freq[cls]).sum() / total)
+
+
+def miou_classes(config) -> list[int]:
+    """The classes averaged into mIoU: `config.data.miou_classes` ("1,2,3"), else the dataset's definition
+    (DeepGlobe: 1..n-1, everything else: all classes)."""
+    n = int(config.data.num_classes)
+    text = str(getattr(config.data, "miou_classes", "") or "").strip()
+    if text:
+        try:
+            cls = [int(t) for t in text.split(",") if t.strip()]
+        except ValueError:
+            raise ValueError(f"config.data.miou_classes: expected comma-separated integers, got {text!r}") from None
+        bad = [c for c in cls if c < 0 or c >= n]
+        if bad:
+            raise ValueError(f"config.data.miou_classes: classes {bad} out of range for {n} classes")
+        return cls
+    if str(config.data.name) == "deepglobe":
+        return list(range(1, n))
+    return list(range(n))
+
+
+class ConfusionMatrix:
+    """Accumulates confusion matrices over images; `update` returns the image's own matrix."""
+
+    def __init__(self, num_classes: int, ignore_label: int | None = None, classes: Sequence[int] | None = None):
+        self.num_classes = int(num_classes)
+        self.ignore_label = ignore_label
+        self.classes = list(classes) if classes else list(range(num_classes))
+        self.matrix = np.zeros((num_classes, num_classes), np.int64)
+
+    def update(self, label: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        mat = confusion_matrix(label, pred, self.num_classes, self.ignore_label)
+        self.matrix += mat
+        return mat
+
+    def iou(self) -> np.ndarray:
+        return iou_per_class(self.matrix)
+
+    def miou(self) -> float:
+        return mean_iou(self.matrix, self.classes)
+
+    def freq_iou(self) -> float:
+        return freq_weighted_iou(self.matrix, self.classes)
+
+
+def format_iou_table(
+    class_names: Sequence[str], columns: dict[str, np.ndarray], classes: Sequence[int], summary: dict[str, float]
+) -> str:
+    """Plain-text table: one row per class (IoU in % per column), `*` marks classes not averaged, then the mIoU row."""
+    names = list(class_names)
+    width = max([len("mIoU")] + [len(n) for n in names]) + 2
+    heads = list(columns)
+    lines = ["class".ljust(width) + "".join(h.rjust(10) for h in heads)]
+    averaged = set(classes)
+    for i, name in enumerate(names):
+        mark = "" if i in averaged else " *"
+        lines.append(
+            (name + mark).ljust(width) + "".join(f"{100.0 * float(columns[h][i]):10.2f}" for h in heads)
+        )
+    lines.append("-" * (width + 10 * len(heads)))
+    lines.append("mIoU".ljust(width) + "".join(f"{100.0 * float(summary[h]):10.2f}" for h in heads))
+    if len(averaged) != len(names):
+        lines.append("(* not averaged into mIoU)")
+    return "\n".join(lines)

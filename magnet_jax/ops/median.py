@@ -1,0 +1,62 @@
+"""Median filter with zero padding, equal to the original's ``MedianBlur`` (magnet/utils/blur.py).
+
+The original gathers every ``k x k`` window with an identity convolution (zero padding
+``(k - 1) // 2``) and takes ``torch.median`` over the window, which for an even count returns the
+lower of the two middle values: element ``(k * k - 1) // 2`` of the sorted window. Padded positions
+count as zeros.
+
+Even ``k``: the original's convolution output is one pixel smaller than the input, so its reshape
+fails (it cannot run). Here an even window covers rows ``[i - (k - 1) // 2, i + k // 2]`` (the
+original's window for every pixel it does produce, extended by one at the bottom/right) and the
+lower median is taken, so the output keeps the input size.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["median_filter"]
+
+
+def _median_rows(padded: jax.Array, row0: jax.Array, rows: int, width: int, kernel: int) -> jax.Array:
+    """Medians of output rows ``[row0, row0 + rows)`` from the zero-padded image ``padded [Hp, Wp]``."""
+    band = jax.lax.dynamic_slice_in_dim(padded, row0, rows + kernel - 1, axis=0)  # [rows + k - 1, Wp]
+    windows = jnp.stack(
+        [band[dy : dy + rows, dx : dx + width] for dy in range(kernel) for dx in range(kernel)], axis=-1
+    )  # [rows, W, k*k]
+    return jnp.sort(windows, axis=-1)[..., (kernel * kernel - 1) // 2]
+
+
+def median_filter(x: jax.Array, kernel: int, *, chunk_rows: int | None = 64) -> jax.Array:
+    """``k x k`` median filter with zero padding (lower median for even ``k * k``).
+
+    Args:
+        x: ``[H, W]`` or ``[B, H, W]`` image(s).
+        kernel: static window size ``k >= 1`` (odd in the original; even sizes see the module docstring).
+        chunk_rows: output rows per chunk (bounds memory to ``chunk_rows * W * k * k`` values; the
+            chunks run sequentially with ``jax.lax.map``). ``None`` processes the whole image at once.
+
+    Returns:
+        Array of the same shape and dtype as ``x``.
+    """
+    kernel = int(kernel)
+    if kernel < 1:
+        raise ValueError(f"median_filter: kernel must be >= 1, got {kernel}")
+    if x.ndim == 3:
+        return jax.vmap(lambda im: median_filter(im, kernel, chunk_rows=chunk_rows))(x)
+    if x.ndim != 2:
+        raise ValueError(f"median_filter: expected [H, W] or [B, H, W], got shape {x.shape}")
+    if kernel == 1:
+        return x
+    h, w = x.shape
+    before, after = (kernel - 1) // 2, kernel // 2
+    rows = h if chunk_rows is None else max(1, min(int(chunk_rows), h))
+    n_chunks = -(-h // rows)
+    h_pad = n_chunks * rows  # pad extra zero rows at the bottom so every chunk has the same shape
+    padded = jnp.pad(x, ((before, after + h_pad - h), (before, after)))
+    if n_chunks == 1:
+        return _median_rows(padded, jnp.int32(0), rows, w, kernel)[:h]
+    starts = jnp.arange(n_chunks, dtype=jnp.int32) * rows
+    out = jax.lax.map(lambda r0: _median_rows(padded, r0, rows, w, kernel), starts)
+    return out.reshape(h_pad, w)[:h]

@@ -1,0 +1,42 @@
+"""Image preprocessing exactly as the original: OpenCV resizes and ImageNet normalisation."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def resize_image(image: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """cv2 INTER_LINEAR resize of `[H, W, C]` to `(W, H)`; dtype kept (uint8 rounds like the original)."""
+    w, h = size_wh
+    if image.shape[1] == w and image.shape[0] == h:
+        return image
+    return cv2.resize(image, (int(w), int(h)), interpolation=cv2.INTER_LINEAR)
+
+
+def resize_label(label: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a `[H, W]` label map to `(W, H)` (cv2 INTER_NEAREST)."""
+    w, h = size_wh
+    if label.shape[1] == w and label.shape[0] == h:
+        return label
+    return cv2.resize(label, (int(w), int(h)), interpolation=cv2.INTER_NEAREST)
+
+
+def normalize(image_u8: np.ndarray) -> np.ndarray:
+    """RGB uint8 `[..., H, W, 3]` -> float32 `/255 - mean) / std` (ImageNet statistics)."""
+    return ((image_u8.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
+
+
+def read_image_rgb(path: str) -> np.ndarray:
+    """Reads an image file as RGB uint8 `[H, W, 3]`; a clear error if missing or unreadable."""
+    import os
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"image not found: {path}")
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"cannot read image {path}: not an image file OpenCV can decode, or corrupt")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

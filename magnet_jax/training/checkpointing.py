@@ -1,0 +1,165 @@
+"""Training checkpoints: orbax `CheckpointManager` in `WORKDIR/checkpoints/RUN`.
+
+Each step folder holds three items:
+- `state`: the `TrainState` (parameters, BatchNorm statistics, dropout RNG streams as
+  raw key data, optimizer state, step) via `StandardSave`;
+- `data`: the data iterator's position (grain's orbax handler, one file per process);
+- `meta`: JSON describing what is trained (model, classes, target, stage, epoch, ...).
+
+Kept: the last `keep` checkpoints plus the best by validation mIoU (checkpoints saved
+with `metrics={"miou": ...}`). Orbax writes every checkpoint into a temporary folder
+and renames it when complete, so a crash (even SIGKILL) never leaves a half-written
+step folder; leftovers of an interrupted save are removed on the next start.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+from orbax.checkpoint import checkpoint_managers as ocm
+
+from magnet_jax.training.state import TrainState, data_to_keys, keys_to_data
+
+STATE, DATA, META = "state", "data", "meta"
+BEST_METRIC = "miou"
+
+
+class ResumeError(ValueError):
+    """A checkpoint in the workdir does not belong to this training configuration."""
+
+
+def _is_grain_iterator(it: Any) -> bool:
+    try:
+        from grain._src.python import data_loader
+        from grain._src.python.dataset import dataset
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(it, (data_loader.DataLoaderIterator, dataset.DatasetIterator))
+
+
+class TrainCheckpointer:
+    """Saves / restores `TrainState` + data iterator + metadata for one training run."""
+
+    def __init__(self, directory: str | Path, *, keep: int = 3, async_save: bool = True):
+        self.directory = Path(directory).absolute()
+        self.keep = max(int(keep), 1)
+        policy = ocm.AnyPreservationPolicy(
+            [
+                ocm.LatestN(n=self.keep),
+                ocm.BestN(
+                    get_metric_fn=lambda m: float(m[BEST_METRIC]),
+                    reverse=False,
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                ),
+            ]
+        )
+        options = ocp.CheckpointManagerOptions(
+            save_interval_steps=1,
+            best_fn=lambda m: float(m[BEST_METRIC]),
+            best_mode="max",
+            preservation_policy=policy,
+            cleanup_tmp_directories=True,
+            enable_async_checkpointing=async_save,
+            create=True,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, item_names=(STATE, DATA, META), options=options)
+
+    # ------------------------------------------------------------ queries
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def best_step(self) -> int | None:
+        steps = [s for s in self.manager.all_steps() if self.metrics(s) is not None]
+        return self.manager.best_step() if steps else None
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def metrics(self, step: int) -> dict | None:
+        try:
+            return self.manager.metrics(step)
+        except Exception:  # noqa: BLE001 - missing metrics file
+            return None
+
+    def read_meta(self, step: int) -> dict:
+        path = self.directory / str(step) / META / "metadata"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    # ------------------------------------------------------------ save / restore
+    def save(
+        self,
+        step: int,
+        state: TrainState,
+        data_iterator: Any,
+        meta: dict,
+        *,
+        miou: float | None = None,
+    ) -> None:
+        """Writes checkpoint `step` (asynchronously for the arrays; atomic either way)."""
+        items = {
+            STATE: ocp.args.StandardSave(keys_to_data(state)),
+            DATA: self._data_save_args(data_iterator),
+            META: ocp.args.JsonSave(dict(meta, step=int(step))),
+        }
+        metrics = {BEST_METRIC: float(miou)} if miou is not None else None
+        self.manager.save(int(step), args=ocp.args.Composite(**items), metrics=metrics, force=True)
+
+    def restore(self, step: int, like: TrainState, data_iterator: Any) -> tuple[TrainState, dict]:
+        """Restores checkpoint `step` into the structure / shardings of `like`; sets the iterator in place."""
+        stored_like = keys_to_data(like)
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), stored_like
+        )
+        items = {
+            STATE: ocp.args.StandardRestore(abstract),
+            DATA: self._data_restore_args(data_iterator),
+            META: ocp.args.JsonRestore(),
+        }
+        restored = self.manager.restore(int(step), args=ocp.args.Composite(**items))
+        if not _is_grain_iterator(data_iterator) and data_iterator is not None:
+            payload = restored[DATA]
+            state = payload["state"]
+            data_iterator.set_state(state.encode() if payload.get("bytes") else state)
+        state = data_to_keys(restored[STATE], like)
+        return state, dict(restored[META] or {})
+
+    def _data_save_args(self, it: Any):
+        if it is not None and _is_grain_iterator(it):
+            import grain.checkpoint
+
+            return grain.checkpoint.CheckpointSave(it)
+        state = it.get_state() if it is not None else None
+        if isinstance(state, bytes):
+            return ocp.args.JsonSave({"bytes": True, "state": state.decode()})
+        return ocp.args.JsonSave({"bytes": False, "state": state})
+
+    def _data_restore_args(self, it: Any):
+        if it is not None and _is_grain_iterator(it):
+            import grain.checkpoint
+
+            return grain.checkpoint.CheckpointRestore(it)
+        return ocp.args.JsonRestore()
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def check_resume_meta(meta: dict, expected: dict, directory: Path) -> None:
+    """Refuses to resume from a checkpoint of a different model / target / class count / stage."""
+    for key, value in expected.items():
+        if key in meta and meta[key] != value:
+            raise ResumeError(
+                f"checkpoint in {directory} was written for {key}={meta[key]!r} but this run has {key}={value!r}; "
+                "use another --workdir (or delete that folder) to start over"
+            )
+    logging.info("resuming from %s step %s", directory, meta.get("step"))

@@ -1,0 +1,137 @@
+"""Training logs: a progress bar, TensorBoard event files, `metrics.jsonl`, the resolved config.
+
+Only process 0 writes. `metrics.jsonl` gets one JSON object per logged event:
+`{"run": ..., "step": ..., "kind": "train" | "epoch" | "eval", ...scalars}`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def is_main_process() -> bool:
+    return jax.process_index() == 0
+
+
+def save_resolved_config(config, workdir: str | Path) -> Path:
+    """Writes the config as used (after command-line overrides) to `WORKDIR/config.json`."""
+    path = Path(workdir) / "config.json"
+    if is_main_process():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = config.to_json_best_effort(indent=2, sort_keys=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(text + "\n")
+        tmp.replace(path)
+    return path
+
+
+# ---------------------------------------------------------------- IoU helpers (numpy, host side)
+
+
+def iou_per_class(conf: np.ndarray) -> np.ndarray:
+    """IoU_c = diag / max(1, row + col - diag) of a confusion matrix (rows = ground truth)."""
+    conf = np.asarray(conf, np.float64)
+    diag = np.diag(conf)
+    return diag / np.maximum(1.0, conf.sum(0) + conf.sum(1) - diag)
+
+
+def mean_iou(conf: np.ndarray, classes: list[int] | None = None) -> float:
+    iou = iou_per_class(conf)
+    if classes:
+        iou = iou[classes]
+    return float(iou.mean()) if iou.size else 0.0
+
+
+def freq_iou(conf: np.ndarray, classes: list[int] | None = None) -> float:
+    """Frequency-weighted IoU over `classes` (the original's per-step progress-bar number)."""
+    conf = np.asarray(conf, np.float64)
+    iou = iou_per_class(conf)
+    freq = conf.sum(1)
+    if classes:
+        iou, freq = iou[classes], freq[classes]
+    total = freq.sum()
+    return float((iou * freq).sum() / total) if total > 0 else 0.0
+
+
+# ---------------------------------------------------------------- writers
+
+
+class MetricLogger:
+    """TensorBoard (tensorboardX) + metrics.jsonl in `workdir`, tagged with a run name."""
+
+    def __init__(self, workdir: str | Path, run: str):
+        self.workdir = Path(workdir)
+        self.run = run
+        self.enabled = is_main_process()
+        self._tb = None
+        self._jsonl = None
+        if self.enabled:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self._jsonl = open(self.workdir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
+            try:
+                from tensorboardX import SummaryWriter
+
+                self._tb = SummaryWriter(logdir=str(self.workdir / "tensorboard" / run))
+            except ImportError:  # pragma: no cover - tensorboardX is a dependency
+                self._tb = None
+
+    def write(self, step: int, kind: str, scalars: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        clean = {}
+        for key, value in scalars.items():
+            value = float(value)
+            clean[key] = value if math.isfinite(value) else str(value)
+            if self._tb is not None and math.isfinite(value):
+                self._tb.add_scalar(f"{kind}/{key}", value, int(step))
+        record = {"run": self.run, "kind": kind, "step": int(step), "time": round(time.time(), 3), **clean}
+        self._jsonl.write(json.dumps(record) + "\n")
+
+    def flush(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
+
+
+class Progress:
+    """A tqdm progress bar on process 0 (a no-op elsewhere or when disabled)."""
+
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool = True):
+        self.bar = None
+        if enabled and is_main_process():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, smoothing=0.1)
+
+    def update(self, n: int, postfix: dict[str, Any]) -> None:
+        if self.bar is None:
+            return
+        self.bar.set_postfix(
+            {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in postfix.items()}, refresh=False
+        )
+        self.bar.update(n)
+
+    def write(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text)
+        elif is_main_process():
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

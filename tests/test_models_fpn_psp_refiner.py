@@ -1,0 +1,288 @@
+"""ResNet-FPN, PSPNet and the refinement module against the original MagNet.
+
+Tolerance (parity README): max abs error <= 1e-3 x max|logits|.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from magnet_jax.models import build_model
+from magnet_jax.models.blocks import BasicBlock, Bottleneck
+from magnet_jax.models.fpn import ResnetFPN
+from magnet_jax.models.resnet import ResNet
+from magnet_jax.models.state_dict import (
+    StateDictMismatchError,
+    expected_state_dict_shapes,
+    load_state_dict,
+    state_dict_from_model,
+)
+
+
+def _nchw_to_nhwc(a: np.ndarray) -> jnp.ndarray:
+    return jnp.asarray(np.ascontiguousarray(a.transpose(0, 2, 3, 1)))
+
+
+def _assert_close_logits(got_nhwc, want_nchw: np.ndarray) -> None:
+    got = np.asarray(got_nhwc).transpose(0, 3, 1, 2)
+    assert got.shape == want_nchw.shape
+    scale = float(np.abs(want_nchw).max())
+    err = float(np.abs(got - want_nchw).max())
+    assert err <= 1e-3 * scale, f"max abs err {err} > 1e-3 x {scale}"
+
+
+def _manifest_shapes(parity_dir, name: str) -> dict[str, tuple[int, ...]]:
+    entries = json.loads((parity_dir / "manifests" / f"{name}.json").read_text())
+    return {k: tuple(s) for k, s in entries if not k.endswith("num_batches_tracked")}
+
+
+def _jit_forward(model):
+    graphdef, state = nnx.split(model)
+    fn = jax.jit(lambda st, *args: nnx.merge(graphdef, st)(*args))
+    return lambda *args: fn(state, *args)
+
+
+# --------------------------------------------------------------------------- refinement
+
+
+@pytest.mark.parametrize("name,num_classes", [("refine_19", 19), ("refine_7", 7)])
+def test_refinement_matches_original(parity_dir, synth_state_dict, name, num_classes):
+    model = build_model("refinement", num_classes)
+    assert expected_state_dict_shapes(model) == _manifest_shapes(parity_dir, name)
+    load_state_dict(model, synth_state_dict(name))
+    data = np.load(parity_dir / "modules" / f"{name}.npz")
+    logits = model(_nchw_to_nhwc(data["fine"]), _nchw_to_nhwc(data["coarse"]))
+    _assert_close_logits(logits, data["logits"])
+
+
+def test_refinement_argument_order_matters(parity_dir, synth_state_dict):
+    model = build_model("refinement", 7)
+    load_state_dict(model, synth_state_dict("refine_7"))
+    data = np.load(parity_dir / "modules" / "refine_7.npz")
+    fine, coarse = _nchw_to_nhwc(data["fine"]), _nchw_to_nhwc(data["coarse"])
+    swapped = np.asarray(model(coarse, fine))
+    assert np.abs(swapped - np.asarray(model(fine, coarse))).max() > 1e-2
+
+
+# --------------------------------------------------------------------------- strictness
+
+
+def test_load_state_dict_is_strict(synth_state_dict):
+    model = build_model("refinement", 7)
+    good = synth_state_dict("refine_7")
+    before = state_dict_from_model(model)
+
+    missing = dict(good)
+    del missing["residual.1.conv2.weight"]
+    with pytest.raises(StateDictMismatchError, match=r"missing.*residual\.1\.conv2\.weight"):
+        load_state_dict(model, missing)
+
+    extra = dict(good)
+    extra["residual.2.conv1.weight"] = np.zeros((32, 128, 1, 1), np.float32)
+    with pytest.raises(StateDictMismatchError, match=r"unexpected.*residual\.2\.conv1\.weight"):
+        load_state_dict(model, extra)
+
+    misshaped = dict(good)
+    misshaped["seg_conv.weight"] = np.zeros((8, 128, 1, 1), np.float32)
+    with pytest.raises(StateDictMismatchError, match=r"misshaped.*seg_conv\.weight"):
+        load_state_dict(model, misshaped)
+
+    # A refused state dict leaves the model untouched.
+    after = state_dict_from_model(model)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+    # Wrong class count: the 19-class refiner's weights do not fit a 7-class model.
+    with pytest.raises(StateDictMismatchError, match=r"bn0\.weight"):
+        load_state_dict(model, synth_state_dict("refine_19"))
+
+    load_state_dict(model, good)  # and the real thing loads
+    roundtrip = state_dict_from_model(model)
+    assert all(np.array_equal(roundtrip[k], good[k]) for k in roundtrip)
+
+
+# --------------------------------------------------------------------------- FPN
+
+
+def test_fpn_matches_original(parity_dir, synth_state_dict):
+    model = build_model("fpn", 7)
+    assert expected_state_dict_shapes(model) == _manifest_shapes(parity_dir, "fpn_7")
+    load_state_dict(model, synth_state_dict("fpn_7"))
+    data = np.load(parity_dir / "modules" / "fpn_7.npz")
+    x = _nchw_to_nhwc(data["input"])
+    logits = _jit_forward(model)(x)
+    _assert_close_logits(logits, data["logits"])
+    heads = model(x[:, :100, :140], return_heads=True)  # odd sizes; eager
+    assert heads["aux"] is None and heads["out"].shape == (1, 100, 140, 7)
+
+
+def test_small_resnets_and_fpn_variant():
+    rngs = nnx.Rngs(params=0)
+    r18 = ResNet(18, rngs=rngs)
+    feats = r18(jnp.zeros((1, 65, 47, 3)))
+    # conv7/2 -> 33x24, maxpool -> 17x12, then /2 three times with ceil-like conv arithmetic.
+    assert [f.shape for f in feats] == [(1, 17, 12, 64), (1, 9, 6, 128), (1, 5, 3, 256), (1, 3, 2, 512)]
+    keys = expected_state_dict_shapes(r18)
+    assert "layer2.0.downsample.0.weight" in keys and "layer1.0.downsample.0.weight" not in keys
+    assert "layer1.0.conv3.weight" not in keys
+    fpn = ResnetFPN(5, rngs=nnx.Rngs(params=1), depth=34)
+    assert expected_state_dict_shapes(fpn)["latlayer3.weight"] == (256, 64, 1, 1)
+    assert fpn(jnp.zeros((1, 64, 96, 3))).shape == (1, 64, 96, 5)
+    with pytest.raises(ValueError, match="depth"):
+        ResNet(42, rngs=rngs)
+
+
+def test_blocks_downsample_and_momentum():
+    rngs = nnx.Rngs(params=0)
+    b = Bottleneck(64, 64, stride=1, bn_momentum=0.01, rngs=rngs)
+    assert b.downsample is not None  # 64 -> 256 channels
+    assert b.bn1.momentum == 0.01 and b.downsample[1].momentum == 0.01
+    b = Bottleneck(256, 64, bn_momentum=0.01, downsample_bn_momentum=0.1, rngs=rngs)
+    assert b.downsample is None
+    b = Bottleneck(256, 64, bn_momentum=0.01, downsample=True, downsample_bn_momentum=0.1, rngs=rngs)
+    assert b.downsample[1].momentum == 0.1
+    assert b(jnp.ones((1, 5, 5, 256))).shape == (1, 5, 5, 256)
+    bb = BasicBlock(18, 36, stride=2, bn_momentum=0.01, rngs=rngs)
+    assert bb.downsample is not None and bb(jnp.ones((1, 7, 7, 18))).shape == (1, 4, 4, 36)
+    assert set(expected_state_dict_shapes(BasicBlock(18, 18, bn_momentum=0.01, rngs=rngs))) == {
+        f"{m}{i}.{p}" for m in ("bn",) for i in (1, 2) for p in ("weight", "bias", "running_mean", "running_var")
+    } | {"conv1.weight", "conv2.weight"}
+    # The ResNet stem / shortcut BatchNorms use PyTorch's default momentum, the blocks 0.01.
+    r = ResNet(50, rngs=rngs)
+    assert r.bn1.momentum == 0.1 and r.layer1[0].downsample[1].momentum == 0.1
+    assert r.layer3[2].bn2.momentum == 0.01 and r.layer1[0].bn1.eps == 1e-5
+
+
+# --------------------------------------------------------------------------- PSP
+
+
+@pytest.fixture(scope="module")
+def psp_7(parity_dir, synth_state_dict):
+    model = build_model("psp", 7)
+    state = synth_state_dict("psp_7")
+    assert expected_state_dict_shapes(model) == _manifest_shapes(parity_dir, "psp_7")
+    load_state_dict(model, state)
+    return model, state
+
+
+def test_psp_forward_and_eval_formula(psp_7):
+    model, _ = psp_7
+    x = jnp.asarray(np.random.RandomState(0).randn(2, 67, 90, 3).astype(np.float32))
+    fwd = _jit_forward(model)
+    logits = fwd(x)
+    assert logits.shape == (2, 67, 90, 7)
+    heads = model(x, return_heads=True)
+    assert set(heads) == {"out", "aux"}
+    assert heads["out"].shape == heads["aux"].shape == (2, 67, 90, 7)
+    expected = (heads["out"] + 0.4 * heads["aux"]) / 1.4
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(expected), atol=1e-4 * float(jnp.abs(expected).max()))
+    # eval mode is deterministic (no dropout)
+    np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(model(x)))
+
+
+def _torch_psp_heads(state: dict[str, np.ndarray], c5: np.ndarray, size_hw: tuple[int, int]):
+    """The PSP heads written from MAGNET_SPEC section 1 in PyTorch (eval), NCHW."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    t = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in state.items()}
+
+    def bn(x, p):
+        return F.batch_norm(x, t[p + ".running_mean"], t[p + ".running_var"], t[p + ".weight"], t[p + ".bias"],
+                            False, 0.1, 1e-5)
+
+    f = torch.from_numpy(c5)
+    h, w = f.shape[2:]
+    priors = []
+    for i, s in enumerate((1, 2, 3, 6)):
+        pooled = F.adaptive_avg_pool2d(f, (s, s))
+        pooled = F.conv2d(pooled, t[f"psp.stages.{i}.1.weight"])
+        priors.append(F.interpolate(pooled, size=(h, w), mode="bilinear", align_corners=False))
+    p = F.relu(F.conv2d(torch.cat(priors + [f], 1), t["psp.bottleneck.weight"], t["psp.bottleneck.bias"]))
+    for k in (1, 2, 3):
+        p = F.interpolate(p, size=(2 * p.shape[2], 2 * p.shape[3]), mode="bilinear", align_corners=False)
+        p = F.conv2d(p, t[f"up_{k}.conv.0.weight"], t[f"up_{k}.conv.0.bias"], padding=1)
+        p = F.prelu(bn(p, f"up_{k}.conv.1"), t[f"up_{k}.conv.2.weight"])
+    out = F.interpolate(F.conv2d(p, t["final.weight"], t["final.bias"]), size=size_hw, mode="bilinear",
+                        align_corners=False)
+    aux = F.interpolate(F.conv2d(f, t["classifier.weight"], t["classifier.bias"]), size=size_hw, mode="bilinear",
+                        align_corners=False)
+    return out.numpy(), aux.numpy(), ((out + 0.4 * aux) / 1.4).numpy()
+
+
+@pytest.mark.torch
+def test_psp_heads_match_torch_reference(psp_7):
+    """Pyramid pooling (uneven adaptive bins), upsampling blocks and both heads vs PyTorch."""
+    model, state = psp_7
+    rng = np.random.RandomState(1)
+    # c5-like features: non-negative (post-ReLU), sizes that do not divide 2, 3 or 6.
+    c5 = np.maximum(rng.randn(2, 2048, 7, 11).astype(np.float32), 0)
+    size_hw = (221, 347)
+    want_out, want_aux, want_logits = _torch_psp_heads(state, c5, size_hw)
+    out, aux = model.heads(_nchw_to_nhwc(c5), size_hw)
+    _assert_close_logits(out, want_out)
+    _assert_close_logits(aux, want_aux)
+    _assert_close_logits((out + 0.4 * aux) / 1.4, want_logits)
+
+
+@pytest.mark.torch
+def test_psp_whole_model_against_torch_heads(psp_7):
+    """Whole forward = PyTorch heads applied to our (FPN-parity-checked) ResNet-101 c5."""
+    model, state = psp_7
+    x = jnp.asarray(np.random.RandomState(2).randn(1, 97, 130, 3).astype(np.float32))
+    c5 = np.asarray(model.feats(x)[-1]).transpose(0, 3, 1, 2)
+    assert c5.shape == (1, 2048, 4, 5)
+    _, _, want = _torch_psp_heads(state, np.ascontiguousarray(c5), (97, 130))
+    _assert_close_logits(model(x), want)
+
+
+def test_psp_train_mode(psp_7):
+    model = nnx.clone(psp_7[0])
+    x = jnp.asarray(np.random.RandomState(3).randn(2, 64, 64, 3).astype(np.float32))
+    mean_before = np.asarray(model.up_1.conv[1].mean[...])
+    stem_before = np.asarray(model.feats.bn1.mean[...])
+    model.train()
+    assert model.drop_1.deterministic is False and model.feats.bn1.use_running_average is False
+    a = model(x, return_heads=True)
+    b = model(x, return_heads=True)
+    # dropout draws new channel masks each call
+    assert np.abs(np.asarray(a["out"]) - np.asarray(b["out"])).max() > 1e-4
+    # running statistics moved with PyTorch's momentum
+    assert not np.allclose(np.asarray(model.up_1.conv[1].mean[...]), mean_before)
+    assert not np.allclose(np.asarray(model.feats.bn1.mean[...]), stem_before)
+    model.eval()
+    np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(model(x)))
+
+
+def test_refinement_train_step_updates_bn(synth_state_dict):
+    model = build_model("refinement", 7)
+    load_state_dict(model, synth_state_dict("refine_7"))
+    rng = np.random.RandomState(4)
+    fine = jax.nn.softmax(jnp.asarray(rng.randn(2, 16, 24, 7).astype(np.float32)), -1)
+    coarse = jax.nn.softmax(jnp.asarray(rng.randn(2, 16, 24, 7).astype(np.float32)), -1)
+    bn0_mean = np.asarray(model.bn0.mean[...])
+    bn0_var = np.asarray(model.bn0.var[...])
+    model.train()
+    x = jnp.concatenate([fine, coarse], -1)
+    model(fine, coarse)
+    # PyTorch: running = (1 - 0.01) * running + 0.01 * batch (unbiased variance)
+    n = x.shape[0] * x.shape[1] * x.shape[2]
+    want_mean = 0.99 * bn0_mean + 0.01 * np.asarray(x.mean((0, 1, 2)))
+    want_var = 0.99 * bn0_var + 0.01 * np.asarray(x.var((0, 1, 2))) * n / (n - 1)
+    np.testing.assert_allclose(np.asarray(model.bn0.mean[...]), want_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(model.bn0.var[...]), want_var, rtol=1e-5, atol=1e-6)
+
+    # a gradient step through the train-mode graph works and changes the output
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_fn(p):
+        return jnp.mean(nnx.merge(graphdef, p, rest)(fine, coarse) ** 2)
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    assert np.isfinite(float(loss))
+    gnorm = sum(float(jnp.sum(g**2)) for g in jax.tree.leaves(grads))
+    assert gnorm > 0
