@@ -55,19 +55,20 @@ def deepglobe_config(root: str, lists: str):
     return c
 
 
-def pairs_per_second(config, source, workers: int, pairs: int, warmup: int) -> float:
+def pairs_per_second(config, source, workers: int, pairs: int, warmup: int) -> tuple[float, float]:
+    """(pairs per second of wall time, CPU ms of this process per pair: all the work when workers == 0)."""
     loader = make_train_loader(config, "train", "refiner", batch_size=1, seed=0, num_epochs=None,
                                workers=workers, source=source)
     it = iter(loader)
     for _ in range(warmup):
         next(it)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(pairs):
         batch = next(it)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     assert batch["fine_image"].shape == (1, 508, 508, 3) and batch["label"].shape == (1, 508, 508)
     del it
-    return pairs / elapsed
+    return pairs / elapsed, 1000 * cpu / pairs
 
 
 def main() -> None:
@@ -87,12 +88,15 @@ def main() -> None:
         config = deepglobe_config(root, lists)
         source = build_source(config, "train")
         for w in (int(v) for v in args.workers.split(",")):
-            rate = pairs_per_second(config, source, w, args.pairs, args.warmup)
-            results[w] = rate
-            print(f"workers={w}: {rate:.1f} pairs/s ({1000 / rate:.0f} ms per pair)", flush=True)
+            rate, cpu_ms = pairs_per_second(config, source, w, args.pairs, args.warmup)
+            results[w] = {"pairs_per_second": rate, "main_process_cpu_ms_per_pair": cpu_ms}
+            print(f"workers={w}: {rate:.1f} pairs/s ({1000 / rate:.0f} ms per pair; main process CPU "
+                  f"{cpu_ms:.0f} ms per pair)", flush=True)
+    load = os.getloadavg()[0]
+    print(f"{os.cpu_count()} CPUs, load average {load:.1f} (other processes slow every number down)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"pairs_per_second": results, "cpu_count": os.cpu_count()}, f, indent=1)
+            json.dump({"workers": results, "cpu_count": os.cpu_count(), "load_average": load}, f, indent=1)
 
 
 if __name__ == "__main__":

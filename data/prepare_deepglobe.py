@@ -54,7 +54,9 @@ def unzip(zip_path: str, root: str) -> None:
 def find_pairs(root: str) -> list[tuple[str, str]]:
     folder = os.path.join(root, FOLDER)
     if not os.path.isdir(folder):
-        raise MissingDataError(f"{folder!r} does not exist: pass --zip with land-train.zip. {download_hint('deepglobe')}")
+        raise MissingDataError(
+            f"{folder!r} does not exist: pass --zip with land-train.zip. {download_hint('deepglobe')}"
+        )
     images = glob.glob(os.path.join(folder, "*_sat.jpg"))
     if not images:
         raise DataError(f"no <id>_sat.jpg images in {folder!r}")
@@ -83,7 +85,7 @@ def split_pairs(pairs: list[tuple[str, str]], counts: tuple[int, int, int], seed
         )
     order = np.random.default_rng(seed).permutation(len(pairs))
     out, start = {}, 0
-    for split, n in zip(SPLITS, counts):
+    for split, n in zip(SPLITS, counts, strict=True):
         out[split] = [pairs[i] for i in sorted(order[start : start + n].tolist())]
         start += n
     return out

@@ -185,7 +185,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
             f"config.train.ohem_min_kept / ohem_thresh: expected >= 1 and in [0, 1], got "
             f"{c.train.ohem_min_kept} / {c.train.ohem_thresh}"
         )
-    for key in c.train.backbone_phase.keys():
+    for key in c.train.backbone_phase:
         if key not in c.train or key == "backbone_phase":
             raise ValueError(f"config.train.backbone_phase.{key}: not a config.train field it could override")
     if c.train.refiner_input_order not in ("fine_first", "coarse_first"):

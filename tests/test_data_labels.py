@@ -36,7 +36,8 @@ def test_deepglobe_exact_colours_and_unknown_colours_counted():
     noisy[0, 0] = (3, 250, 252)
     noisy[1, 1] = (3, 250, 252)
     noisy[1, 2] = (10, 0, 0)
-    with pytest.raises(DataError, match=r"3 pixels in 2 colours are not in the DeepGlobe colour table.*\(3,250,252\) x2") as e:
+    expected = r"3 pixels in 2 colours are not in the DeepGlobe colour table.*\(3,250,252\) x2"
+    with pytest.raises(DataError, match=expected) as e:
         decode(noisy, where="mask.png")
     assert "binarize_masks" in str(e.value) and "mask.png" in str(e.value)
 
@@ -84,3 +85,17 @@ def test_dataset_info_defaults_and_custom():
         dataset_info(_config(name="custom", num_classes=3, class_names="sea,land"))
     with pytest.raises(DataError, match="outside 0..6"):
         dataset_info(_config(name="deepglobe", num_classes=7, miou_classes="1,7"))
+
+
+def test_large_colour_tables_take_the_hash_path():
+    rng = np.random.default_rng(0)
+    colors = [tuple(int(v) for v in c) for c in rng.choice(256, (40, 3), replace=False)]
+    table = ";".join(",".join(map(str, c)) for c in colors)
+    decode = make_label_decoder(_config(label_format="color_table", num_classes=40, color_table=table))
+    assert not decode.fast
+    label = rng.integers(0, 40, (30, 20))
+    np.testing.assert_array_equal(decode(np.asarray(colors, np.uint8)[label]), label)
+    bad = np.asarray(colors, np.uint8)[label]
+    bad[0, 0] = (255, 254, 253)
+    with pytest.raises(DataError, match=r"1 pixels in 1 colours .*\(255,254,253\) x1"):
+        decode(bad)

@@ -34,7 +34,7 @@ def _all(it):
 
 
 def _same(a, b):
-    return len(a) == len(b) and all(all(np.array_equal(x[k], y[k]) for k in x) for x, y in zip(a, b))
+    return len(a) == len(b) and all(all(np.array_equal(x[k], y[k]) for k in x) for x, y in zip(a, b, strict=True))
 
 
 def test_refiner_batches(setup):
@@ -122,4 +122,5 @@ def test_eval_iterator(setup):
     assert s["image"].shape == (48, 48, 3) and s["label"].shape == (48, 48) and isinstance(s["name"], str)
     assert [p.shape[0] for p in s["patches"]] == [1, 4, 16] and s["boxes"][2].shape == (16, 4)
     shard = list(make_eval_iterator(c, "val", with_patches=False, shard_index=1, shard_count=2))
-    assert [x["name"] for x in shard] == [x["name"] for x in list(make_eval_iterator(c, "val", with_patches=False))[1::2]]
+    everything = list(make_eval_iterator(c, "val", with_patches=False))
+    assert [x["name"] for x in shard] == [x["name"] for x in everything[1::2]]

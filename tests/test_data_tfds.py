@@ -32,8 +32,8 @@ def test_tfds_cityscapes_end_to_end(tmp_path):
     import cv2
 
     with zipfile.ZipFile(manual / "gtFine_trainvaltest.zip") as z:
-        ids = {n.split("/")[-1].replace("_gtFine_labelIds.png", ""): cv2.imdecode(np.frombuffer(z.read(n), np.uint8), -1)
-               for n in z.namelist()}
+        ids = {n.split("/")[-1].replace("_gtFine_labelIds.png", ""):
+               cv2.imdecode(np.frombuffer(z.read(n), np.uint8), cv2.IMREAD_UNCHANGED) for n in z.namelist()}
     lut = np.full(256, 255, np.uint8)
     for k, v in CITYSCAPES_ID_TO_TRAIN_ID.items():
         lut[k] = v

@@ -20,7 +20,7 @@ def test_sgd_coupled_matches_torch():
 
     tp = torch.nn.Parameter(torch.tensor(p0))
     opt = torch.optim.SGD([tp], lr=lrs[0], momentum=0.9, weight_decay=5e-4)
-    for g, lr in zip(grads, lrs):
+    for g, lr in zip(grads, lrs, strict=True):
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad()

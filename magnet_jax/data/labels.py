@@ -10,6 +10,7 @@ final crop (see `transforms.py`).
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from magnet_jax.data.errors import DataError, first_few
@@ -75,7 +76,7 @@ class IdLabelDecoder:
             bad = ~self.valid[raw]
             if bad.any():
                 values, counts = np.unique(raw[bad], return_counts=True)
-                listing = first_few([f"{v} ({c} px)" for v, c in zip(values.tolist(), counts.tolist())])
+                listing = first_few([f"{v} ({c} px)" for v, c in zip(values.tolist(), counts.tolist(), strict=True)])
                 raise DataError(
                     f"label {where}: {int(bad.sum())} pixels have ids outside the {self.name}: {listing}. "
                     "Check config.data.num_classes / ignore_label / label_format."
@@ -89,39 +90,82 @@ class ColorLabelDecoder:
     mode = "color"
 
     def __init__(self, colors: list[tuple[int, int, int]], classes: list[int], *, binarize: bool = False,
-                 name: str = "colour table", hint: str = ""):
+                 name: str = "colour table", hint: str = "", bgr: bool = False):
+        self.init_args = (list(colors), list(classes), binarize, name, hint)
+        self.is_bgr = bgr  # raw labels in OpenCV's B, G, R order (saves a conversion of full-size masks)
+        if bgr:
+            colors = [tuple(c)[::-1] for c in colors]
         codes = _pack_rgb(np.asarray(colors, np.uint8).reshape(-1, 3))
         if len(np.unique(codes)) != len(codes):
             raise DataError(f"{name}: the same colour is listed twice")
-        order = np.argsort(codes)
-        self.codes = codes[order]
-        self.classes = np.asarray(classes, np.uint8)[order]
+        self.codes = codes
+        self.classes = np.asarray(classes, np.uint8)
+        # Hash table: code % modulus is distinct for every table colour; a pixel's colour is in the
+        # table iff the entry at its hash holds exactly its code. Two gathers, no per-colour loop.
+        self.modulus = next(m for m in range(max(len(codes), 1), 1 << 16) if len(np.unique(codes % m)) == len(codes))
+        self.hash_codes = np.full(self.modulus, np.uint32(0xFFFFFFFF), np.uint32)  # never a packed RGB
+        self.hash_classes = np.zeros(self.modulus, np.uint8)
+        self.hash_codes[codes % self.modulus] = codes
+        self.hash_classes[codes % self.modulus] = self.classes
+        # Fast path (tables whose colours use few distinct values per channel, DeepGlobe: {0, 255}):
+        # per-channel look-up to a small index, combined into one uint8 index, then a class look-up; all
+        # OpenCV SIMD passes over uint8 images.
+        rgb = np.asarray(colors, np.uint8).reshape(-1, 3)
+        values = [np.unique(rgb[:, c]) for c in range(3)]
+        radix = [len(v) + 1 for v in values]  # the last index of each channel = a value not in the table
+        self.fast = radix[0] * radix[1] * radix[2] <= 256
+        if self.fast:
+            lut = np.empty((1, 256, 3), np.uint8)
+            for c in range(3):
+                lut[0, :, c] = len(values[c])
+                lut[0, values[c], c] = np.arange(len(values[c]))
+            self.channel_lut = lut
+            self.mix = np.array([[radix[1] * radix[2], radix[2], 1]], np.float32)
+            index = (lut[0, rgb[:, 0], 0].astype(int) * radix[1] * radix[2] + lut[0, rgb[:, 1], 1] * radix[2]
+                     + lut[0, rgb[:, 2], 2])
+            self.index_classes = np.zeros((1, 256), np.uint8)
+            self.index_classes[0, index] = self.classes
+            self.index_valid = np.zeros((1, 256), np.uint8)
+            self.index_valid[0, index] = 1
         self.binarize = binarize
         self.name = name
         self.hint = hint
+
+    def for_bgr(self) -> ColorLabelDecoder:
+        """The same table for raw labels in B, G, R order (as cv2.imread returns them)."""
+        colors, classes, binarize, name, hint = self.init_args
+        return ColorLabelDecoder(colors, classes, binarize=binarize, name=name, hint=hint, bgr=True)
 
     def __call__(self, raw: np.ndarray, where: str = "") -> np.ndarray:
         raw = np.asarray(raw)
         if raw.ndim != 3 or raw.shape[-1] != 3:
             raise DataError(f"label {where}: expected an RGB colour mask [H, W, 3], got shape {raw.shape}")
         if self.binarize:
-            raw = np.where(raw >= 128, np.uint8(255), np.uint8(0))
+            raw = cv2.threshold(np.ascontiguousarray(raw, np.uint8), 127, 255, cv2.THRESH_BINARY)[1]
+        if self.fast:
+            raw = np.ascontiguousarray(raw, np.uint8)
+            if raw.size == 0:
+                return np.zeros(raw.shape[:2], np.uint8)
+            index = cv2.transform(cv2.LUT(raw, self.channel_lut), self.mix)
+            index = index.reshape(raw.shape[:2])
+            if cv2.countNonZero(cv2.LUT(index, self.index_valid)) == index.size:
+                return cv2.LUT(index, self.index_classes).reshape(raw.shape[:2])
         code = _pack_rgb(raw)
-        idx = np.searchsorted(self.codes, code)
-        np.minimum(idx, len(self.codes) - 1, out=idx)
-        found = self.codes[idx] == code
+        slot = code % np.uint32(self.modulus)
+        found = self.hash_codes[slot] == code
         if not found.all():
             bad = code[~found]
             values, counts = np.unique(bad, return_counts=True)
             top = np.argsort(-counts)
-            listing = first_few(
-                [f"({v >> 16},{(v >> 8) & 255},{v & 255}) x{c}" for v, c in zip(values[top].tolist(), counts[top].tolist())]
-            )
+            rgb = [((v >> 16) & 255, (v >> 8) & 255, v & 255) for v in values[top].tolist()]
+            if self.is_bgr:
+                rgb = [c[::-1] for c in rgb]
+            listing = first_few([f"({r},{g},{b}) x{c}" for (r, g, b), c in zip(rgb, counts[top].tolist(), strict=True)])
             raise DataError(
                 f"label {where}: {bad.size} pixels in {len(values)} colours are not in the {self.name}: {listing}."
                 + (f" {self.hint}" if self.hint else "")
             )
-        return self.classes[idx]
+        return self.hash_classes[slot]
 
 
 def _as_gray(raw: np.ndarray, where: str) -> np.ndarray:

@@ -9,7 +9,8 @@ Training (`make_train_loader`) is a `grain.DataLoader`:
   (the same samples per epoch). Resume with the worker count the state was saved with;
 - checkpointing: `it = iter(loader)`; `state = it.get_state()` (bytes, a small JSON) is saved with the
   training checkpoint; `it = iter(loader); it.set_state(state)` resumes after the last batch returned,
-  without repeating or skipping a sample;
+  without repeating or skipping a sample (with orbax: `grain.checkpoint.CheckpointSave(it)` /
+  `grain.checkpoint.CheckpointRestore(it)` as an item of the training checkpoint);
 - multi-host: process `shard_index` of `shard_count` reads a disjoint 1/shard_count of every epoch
   (remainder dropped); `batch_size` is per process, incomplete batches are dropped.
 
@@ -106,13 +107,16 @@ def steps_per_epoch(num_records: int, batch_size: int, shard_count: int = 1) -> 
 def make_train_loader(config, split: str = "train", kind: str = "refiner", *, batch_size: int,
                       seed: int | None = None, num_epochs: int | None = None, shard_index: int = 0,
                       shard_count: int = 1, workers: int | None = None, source: Source | None = None,
-                      workdir: str | None = None, worker_buffer_size: int = 2) -> grain.DataLoader:
+                      workdir: str | None = None, worker_buffer_size: int = 2, read_threads: int = 1,
+                      read_buffer: int = 2) -> grain.DataLoader:
     """A grain DataLoader of training batches (see the module docstring for order, state and sharding).
 
     kind "refiner": {"coarse_image", "fine_image": float32 [B, h, w, 3], "box": float32 [B, 4],
     "label": int32 [B, h, w]}; kind "backbone": {"image": float32 [B, h, w, 3], "label": int32 [B, h, w]}.
     `seed` defaults to config.seed, `workers` to config.data.num_workers, `source` to build_source(config,
-    split, workdir=workdir). num_epochs None repeats forever.
+    split, workdir=workdir). num_epochs None repeats forever. `read_threads` / `read_buffer`: threads
+    reading (decoding) full images in each process and how many decoded images they keep ready (grain's
+    defaults, 16 and 500, would hold hundreds of full-resolution images in memory).
     """
     source = source if source is not None else build_source(config, split, workdir=workdir)
     seed = int(config.seed if seed is None else seed)
@@ -137,6 +141,7 @@ def make_train_loader(config, split: str = "train", kind: str = "refiner", *, ba
         worker_count=workers,
         worker_buffer_size=worker_buffer_size,
         shard_options=shard,
+        read_options=grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=read_buffer),
     )
 
 
@@ -160,7 +165,7 @@ def make_eval_iterator(config, split: str | None = None, *, with_patches: bool =
         parse_sizes(config.magnet.scales, "magnet.scales"), parse_size(config.magnet.crop_size, "magnet.crop_size"),
         parse_size(config.magnet.input_size, "magnet.input_size"), with_patches, source.label_decoder,
     ))
-    it_ds = ds.to_iter_dataset()
+    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=1))
     if workers > 0:
         _ensure_flags_parsed()
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))

@@ -2,8 +2,9 @@
 
 `source[i]`: image uint8 `[H, W, 3]` RGB, label uint8 `[H, W]` class ids (ignore label included),
 name str (the image file's stem, or the TFDS image id). `source.read_raw(i)` gives the same with
-the label still raw (`"raw_label"`: `[H, W]` ids or `[H, W, 3]` RGB), for transforms that decode
-only what they crop; `source.label_decoder(raw)` decodes it.
+the label still raw (`"raw_label"`: `[H, W]` ids, or `[H, W, 3]` colours in the source's own channel
+order: B, G, R as OpenCV reads them for file lists), for transforms that decode only what they crop;
+`source.label_decoder(raw)` decodes it.
 """
 
 from __future__ import annotations
@@ -76,15 +77,15 @@ def read_image(path: str) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def read_label(path: str, mode: str) -> np.ndarray:
-    """`mode == "gray"`: `[H, W]` uint8 ids; `"color"`: `[H, W, 3]` uint8 RGB."""
+def read_label(path: str, mode: str, *, bgr: bool = False) -> np.ndarray:
+    """`mode == "gray"`: `[H, W]` uint8 ids; `"color"`: `[H, W, 3]` uint8 RGB (B, G, R with `bgr`)."""
     if not os.path.isfile(path):
         raise MissingDataError(f"label not found: {path}")
     if mode == "color":
         label = cv2.imread(path, cv2.IMREAD_COLOR)
         if label is None:
             raise DataError(f"cannot read label {path}: not an image file OpenCV can decode, or corrupt")
-        return cv2.cvtColor(label, cv2.COLOR_BGR2RGB)
+        return label if bgr else cv2.cvtColor(label, cv2.COLOR_BGR2RGB)
     label = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if label is None:
         raise DataError(f"cannot read label {path}: not an image file OpenCV can decode, or corrupt")
@@ -106,6 +107,9 @@ class FileListSource(Source):
 
     def __init__(self, pairs: list[tuple[str, str]], label_decoder: IdLabelDecoder | ColorLabelDecoder):
         self.pairs = list(pairs)
+        # Colour masks stay in OpenCV's B, G, R order; the decoder's table is flipped to match.
+        if isinstance(label_decoder, ColorLabelDecoder) and not label_decoder.is_bgr:
+            label_decoder = label_decoder.for_bgr()
         self.label_decoder = label_decoder
 
     def __len__(self) -> int:
@@ -118,7 +122,7 @@ class FileListSource(Source):
     def read_raw(self, index: int) -> dict[str, Any]:
         image_path, label_path = self.pairs[index]
         image = read_image(image_path)
-        raw = read_label(label_path, self.label_decoder.mode)
+        raw = read_label(label_path, self.label_decoder.mode, bgr=True)
         if raw.shape[:2] != image.shape[:2]:
             raise DataError(
                 f"image {image_path} is {image.shape[1]}x{image.shape[0]} but its label {label_path} is "
@@ -172,7 +176,8 @@ def build_source(config, split: str, *, workdir: str | None = None, root: str | 
         pairs = read_file_list(os.path.join(folder, f"{split}.txt"), folder, dataset="synthetic")
         source = FileListSource(pairs, synthetic.label_decoder())
     elif kind == "file_list":
-        pairs = read_file_list(list_path_for(config, split), root or str(config.data.root), dataset=str(config.data.name))
+        pairs = read_file_list(list_path_for(config, split), root or str(config.data.root),
+                               dataset=str(config.data.name))
         source = FileListSource(pairs, make_label_decoder(config))
     else:
         raise DataError(f"config.data.source: expected 'file_list', 'tfds' or 'synthetic', got {kind!r}")

@@ -5,9 +5,11 @@ Images are `size` x `size` (default 1024) RGB, 5 classes, deterministic per (see
 0 background  smooth, slowly varying colour field.
 1 stripes     blobs of 2-px stripes (period 4, vertical or horizontal) around a mean colour M1.
 2 checker     blobs of a 2x2-px checkerboard (period 4) around the same M1.
-3 warm shape  a large blob (about 0.3-0.55 of the image wide) filled with colour M2 and a warm halo band
-              along its border.
+3 warm shape  a large blob (about 0.35-0.7 of the image wide) filled with colour M2 and a warm halo band
+              (0.035 of the image wide) along its border.
 4 cool shape  the same blob distribution, the same fill M2, a cool halo band.
+(One large shape per image, or two kept apart; 3-6 texture blobs, 0.1-0.26 of the image wide, centred
+off the shapes.)
 
 What makes it hard, by design:
 - Classes 1 and 2 differ only in texture. The textures are aligned to the pixel grid, so the coarse view
@@ -97,10 +99,15 @@ def generate_sample(seed: int, split: str, index: int, size: int = 1024) -> tupl
     fill_shade = _smooth_field(rng, s, 4, 8.0)[..., None]
     halos = {3: _jitter(rng, (225, 120, 55), 12), 4: _jitter(rng, (55, 200, 205), 12)}
     halo_width = 0.035 * s
-    for _ in range(int(rng.integers(1, 3))):
+    shapes: list[tuple[np.ndarray, float]] = []
+    for _ in range(1 if rng.uniform() < 0.6 else 2):
         cls = int(rng.integers(3, 5))
-        radius = rng.uniform(0.15, 0.28) * s
-        center = rng.uniform(0.22 * s, 0.78 * s, 2)
+        radius = rng.uniform(0.22, 0.34) * s
+        for _ in range(20):  # a second shape keeps away from the first
+            center = rng.uniform(0.25 * s, 0.75 * s, 2)
+            if all(np.hypot(*(center - c)) > r + 0.5 * radius for c, r in shapes):
+                break
+        shapes.append((center, radius))
         mask = _blob_mask(rng, s, tuple(center), radius)
         inside = mask.astype(bool)
         depth = cv2.distanceTransform(np.pad(mask, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
@@ -116,15 +123,16 @@ def generate_sample(seed: int, split: str, index: int, size: int = 1024) -> tupl
     stripes_v = ((xx // 2) % 2).astype(np.float32) * 2 - 1
     stripes_h = ((yy // 2) % 2).astype(np.float32) * 2 - 1
     checker = (((xx // 2) + (yy // 2)) % 2).astype(np.float32) * 2 - 1
+    in_shape = label >= 3
     for _ in range(int(rng.integers(3, 7))):
         cls = int(rng.integers(1, 3))
-        radius = rng.uniform(0.05, 0.14) * s
-        center = rng.uniform(0.05 * s, 0.95 * s, 2)
+        radius = rng.uniform(0.05, 0.13) * s
+        for _ in range(20):  # centred off the large shapes, so that their insides stay large
+            center = rng.uniform(0.05 * s, 0.95 * s, 2)
+            if not in_shape[int(center[1]), int(center[0])]:
+                break
         inside = _blob_mask(rng, s, tuple(center), radius).astype(bool)
-        if cls == 1:
-            pattern = stripes_v if rng.integers(0, 2) == 0 else stripes_h
-        else:
-            pattern = checker
+        pattern = (stripes_v if rng.integers(0, 2) == 0 else stripes_h) if cls == 1 else checker
         image[inside] = mean + pattern[inside][:, None] * contrast
         label[inside] = cls
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
@@ -207,3 +215,45 @@ def colorize(label: np.ndarray) -> np.ndarray:
     lut = np.full((256, 3), 255, np.uint8)
     lut[:NUM_CLASSES] = PALETTE
     return lut[label]
+
+
+def sample_picture(seed: int = 1234, split: str = "train", index: int | None = None, size: int = 1024) -> np.ndarray:
+    """A 512x512 RGB overview of one sample (docs/synthetic_sample.png): top, the coarse view (whole image at
+    256x256) and its labels; bottom, two 256x256 patches of the full-resolution image: textures, and the
+    inside of a large shape. `index` None picks the first sample with both textures and a large shape."""
+    from magnet_jax.preprocess import resize_image, resize_label
+
+    candidates = range(64) if index is None else [index]
+    for i in candidates:
+        image, label = generate_sample(seed, split, i, size)
+        if all((label == c).sum() > 0.01 * size * size for c in (1, 2)) and ((label == 3) | (label == 4)).any():
+            break
+    tile = size // 4
+    step = max(tile // 8, 1)
+    best_texture, best_inside = (-1, (0, 0)), (-1, (0, 0))
+    shape = (label == 3) | (label == 4)
+    depth = cv2.distanceTransform(np.pad(shape.astype(np.uint8), 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    fill_only = depth > 0.035 * size + 1
+    for y in range(0, size - tile + 1, step):
+        for x in range(0, size - tile + 1, step):
+            window = label[y : y + tile, x : x + tile]
+            score = min((window == 1).sum(), (window == 2).sum())
+            best_texture = max(best_texture, (score, (x, y)))
+            best_inside = max(best_inside, (int(fill_only[y : y + tile, x : x + tile].sum()), (x, y)))
+
+    def crop(xy):
+        x, y = xy
+        return image[y : y + tile, x : x + tile]
+
+    def caption(tile_image, text):
+        out = cv2.resize(np.ascontiguousarray(tile_image), (256, 256), interpolation=cv2.INTER_NEAREST)
+        cv2.rectangle(out, (0, 0), (255, 18), (0, 0, 0), -1)
+        cv2.putText(out, text, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        return out
+
+    coarse = resize_image(image, (256, 256))
+    top = np.concatenate([caption(coarse, "coarse view 256x256: 1 = 2 here"),
+                          caption(colorize(resize_label(label, (256, 256))), "labels (5 classes)")], 1)
+    bottom = np.concatenate([caption(crop(best_texture[1]), "1024 patch: stripes vs checker"),
+                             caption(crop(best_inside[1]), "1024 patch in a shape: 3 or 4?")], 1)
+    return np.concatenate([top, bottom], 0)

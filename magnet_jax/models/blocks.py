@@ -19,9 +19,7 @@ def _needs_downsample(downsample: bool | None, inplanes: int, outplanes: int, st
     return bool(downsample)
 
 
-def make_downsample(
-    inplanes: int, outplanes: int, *, stride: int, bn_momentum: float, rngs: nnx.Rngs
-) -> nnx.List:
+def make_downsample(inplanes: int, outplanes: int, *, stride: int, bn_momentum: float, rngs: nnx.Rngs) -> nnx.List:
     """`nn.Sequential(Conv2d 1x1 stride s no bias, BatchNorm2d)`: keys `downsample.0`, `downsample.1`."""
     return nnx.List(
         [

@@ -57,9 +57,7 @@ class ResnetFPN(nnx.Module):
         p3 = self.smooth3_2(self.smooth3_1(p3))
         p2 = self.smooth4_2(self.smooth4_1(p2))
         size = p2.shape[1:3]
-        feats = jnp.concatenate(
-            [resize_bilinear(p, size, align_corners=False) for p in (p5, p4, p3)] + [p2], axis=-1
-        )
+        feats = jnp.concatenate([resize_bilinear(p, size, align_corners=False) for p in (p5, p4, p3)] + [p2], axis=-1)
         logits = resize_bilinear(self.classify(feats), (h, w), align_corners=False)
         if return_heads:
             return {"out": logits, "aux": None}

@@ -93,4 +93,9 @@ class SpatialOCR(nnx.Module):
 
     def __call__(self, feats: jax.Array, proxy: jax.Array) -> jax.Array:
         context = self.object_context_block(feats, proxy)
-        return run_sequential(self.conv_bn_dropout, jnp.concatenate([context, feats], axis=-1))
+        conv, bn, dropout = self.conv_bn_dropout
+        # conv(concat([context, feats])) as two contractions: the 2C-channel concat is never built.
+        w = conv.kernel[0, 0]
+        c = context.shape[-1]
+        y = jnp.einsum("bhwc,cd->bhwd", context, w[:c]) + jnp.einsum("bhwc,cd->bhwd", feats, w[c:])
+        return dropout(run_sequential(bn, y))

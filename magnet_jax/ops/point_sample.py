@@ -8,6 +8,7 @@ import jax.numpy as jnp
 __all__ = ["point_sample", "point_sample_batched"]
 
 
+@jax.jit
 def point_sample(feat: jax.Array, points_xy: jax.Array) -> jax.Array:
     """Bilinear samples of ``feat`` at ``[0, 1]``-normalised points.
 
@@ -51,6 +52,7 @@ def point_sample(feat: jax.Array, points_xy: jax.Array) -> jax.Array:
     return out
 
 
+@jax.jit
 def point_sample_batched(feat: jax.Array, points_xy: jax.Array) -> jax.Array:
     """:func:`point_sample` per image: ``feat [B, H, W, C]``, ``points_xy [B, P, 2]`` -> ``[B, P, C]``."""
     return jax.vmap(point_sample)(feat, points_xy)

@@ -19,6 +19,7 @@ count are masked out. With concrete (non-traced) boxes it is computed automatica
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import jax
@@ -83,9 +84,7 @@ def _exact_int_product(ints: jax.Array, x: jax.Array, bound: int) -> jax.Array:
     return ints * hi + ints * lo
 
 
-def _axis_weights(
-    start: jax.Array, end: jax.Array, n_out: int, n_in: int, max_s: int
-) -> tuple[jax.Array, jax.Array]:
+def _axis_weights(start: jax.Array, end: jax.Array, n_out: int, n_in: int, max_s: int) -> tuple[jax.Array, jax.Array]:
     """Sparse interpolation matrix of one axis: ``(indices [n_out, 2*max_s] int32, weights [n_out, 2*max_s])``.
 
     Row ``o`` of the dense matrix is ``sum_t weights[o, t] * onehot(indices[o, t])``; it averages the
@@ -192,9 +191,20 @@ def roi_align(
     if not jnp.issubdtype(feat.dtype, jnp.floating):
         feat = feat.astype(jnp.float32)
     boxes = jnp.asarray(boxes, dtype=jnp.float32).reshape(-1, 4)
+    return _roi_align_impl(feat, boxes, output_hw, ms, method, batch_size)
 
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _roi_align_impl(
+    feat: jax.Array,
+    boxes: jax.Array,
+    output_hw: tuple[int, int],
+    max_samples: tuple[int, int],
+    method: str,
+    batch_size: int | None,
+) -> jax.Array:
     def one(box: jax.Array) -> jax.Array:
-        return _roi_align_one(feat, box, output_hw, ms, method)
+        return _roi_align_one(feat, box, output_hw, max_samples, method)
 
     if batch_size is None or batch_size >= boxes.shape[0]:
         return jax.vmap(one)(boxes)
@@ -229,5 +239,11 @@ def roi_align_batched(
     if not jnp.issubdtype(feat.dtype, jnp.floating):
         feat = feat.astype(jnp.float32)
     boxes = jnp.asarray(boxes, dtype=jnp.float32).reshape(-1, 4)
-    return jax.vmap(lambda f, b: _roi_align_one(f, b, output_hw, ms, method))(feat, boxes)
+    return _roi_align_batched_impl(feat, boxes, output_hw, ms, method)
 
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _roi_align_batched_impl(
+    feat: jax.Array, boxes: jax.Array, output_hw: tuple[int, int], max_samples: tuple[int, int], method: str
+) -> jax.Array:
+    return jax.vmap(lambda f, b: _roi_align_one(f, b, output_hw, max_samples, method))(feat, boxes)

@@ -55,7 +55,11 @@ def make_backbone_step(
         new_state = TrainState(
             step=state.step + 1, params=params, batch_stats=batch_stats, rngs=rngs, opt_state=opt_state
         )
-        metrics = {"loss": loss_v, "lr": jnp.asarray(schedule(state.step), jnp.float32), "grad_norm": optax.global_norm(grads)}
+        metrics = {
+            "loss": loss_v,
+            "lr": jnp.asarray(schedule(state.step), jnp.float32),
+            "grad_norm": optax.global_norm(grads),
+        }
         if with_metrics:
             metrics["conf"] = confusion(labels, jnp.argmax(out, -1), num_classes, ignore_label)
         return new_state, metrics

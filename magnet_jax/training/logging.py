@@ -7,6 +7,7 @@ Only process 0 writes. `metrics.jsonl` gets one JSON object per logged event:
 from __future__ import annotations
 
 import json
+import logging as pylogging
 import math
 import time
 from pathlib import Path
@@ -14,6 +15,31 @@ from typing import Any
 
 import jax
 import numpy as np
+
+
+class _QuietOrbax:
+    """Drops orbax's INFO chatter (and its 'tracked_metric' warning for checkpoints saved without
+    validation) from absl's log; warnings and errors pass."""
+
+    def filter(self, record) -> bool:
+        path = getattr(record, "pathname", "") or ""
+        if "orbax" not in path:
+            return True
+        if record.levelno >= pylogging.ERROR:
+            return True
+        return record.levelno >= pylogging.WARNING and "tracked_metric" not in str(record.msg)
+
+
+_QUIET = _QuietOrbax()
+
+
+def quiet_orbax_logs() -> None:
+    """Installs the filter on absl's logger and handler (idempotent)."""
+    from absl import logging as absl_logging
+
+    for target in (pylogging.getLogger("absl"), absl_logging.get_absl_handler()):
+        if _QUIET not in target.filters:
+            target.addFilter(_QUIET)
 
 
 def is_main_process() -> bool:

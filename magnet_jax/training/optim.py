@@ -67,7 +67,8 @@ def make_schedule(config, steps_per_epoch: int, total_steps: int) -> Callable[[j
     if kind == "poly":
         return poly_schedule(t.lr, total_steps, t.poly_power)
     if kind == "multistep":
-        return multistep_schedule(t.lr, parse_int_list(t.lr_milestones, "train.lr_milestones"), t.lr_gamma, steps_per_epoch)
+        milestones = parse_int_list(t.lr_milestones, "train.lr_milestones")
+        return multistep_schedule(t.lr, milestones, t.lr_gamma, steps_per_epoch)
     if kind == "constant":
         return lambda step: jnp.asarray(t.lr, jnp.float32)
     raise ValueError(f"config.train.lr_schedule: expected auto | multistep | poly | constant, got {kind!r}")

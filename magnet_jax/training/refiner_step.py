@@ -94,7 +94,11 @@ def make_refiner_step(
         new_state = TrainState(
             step=state.step + 1, params=params, batch_stats=batch_stats, rngs=rngs, opt_state=opt_state
         )
-        metrics = {"loss": loss_v, "lr": jnp.asarray(schedule(state.step), jnp.float32), "grad_norm": optax.global_norm(grads)}
+        metrics = {
+            "loss": loss_v,
+            "lr": jnp.asarray(schedule(state.step), jnp.float32),
+            "grad_norm": optax.global_norm(grads),
+        }
         if with_metrics:
             refined = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
             aggre = aggregate(crop, fine, refined)

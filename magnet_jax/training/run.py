@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import nnx
@@ -88,7 +87,6 @@ def weights_dir(workdir: Path, run: str) -> Path:
 
 def _export(model_def: ModelDef, state: TrainState, model_name: str, num_classes: int, path: Path, source: str) -> None:
     from magnet_jax.checkpoints import save_model_weights
-
     from magnet_jax.training.mesh import to_host
 
     params, batch_stats = to_host((state.params, state.batch_stats))
@@ -365,7 +363,8 @@ def resolve_backbone_path(config, workdir: Path) -> str:
 def load_backbone(config, workdir: Path) -> nnx.Module:
     from magnet_jax.checkpoints import load_model_weights
 
-    return load_model_weights(resolve_backbone_path(config, workdir), str(config.model.backbone), int(config.data.num_classes))
+    path = resolve_backbone_path(config, workdir)
+    return load_model_weights(path, str(config.model.backbone), int(config.data.num_classes))
 
 
 def train_refiners(config, workdir: Path, mesh) -> list[Path]:
@@ -488,12 +487,15 @@ def validate_refiner(config, workdir: Path, run: str, stage: int | None, ref_def
 
 def run_train(config, workdir: str) -> dict | None:
     """`main.py --mode=train`. Returns the results dict for target `all`, else None."""
+    tlog.quiet_orbax_logs()
     maybe_initialize_distributed()
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     tlog.save_resolved_config(config, workdir)
     mesh = make_mesh()
-    logging.info("training on %d device(s) (%s), %d process(es)", mesh.devices.size, jax.default_backend(), jax.process_count())
+    logging.info(
+        "training on %d device(s) (%s), %d process(es)", mesh.devices.size, jax.default_backend(), jax.process_count()
+    )
     target = str(config.train.target)
     t0 = time.time()
     if target == "backbone":
@@ -512,7 +514,8 @@ def run_train(config, workdir: str) -> dict | None:
         train_refiners(config, workdir, mesh)
         t_ref = time.time() - t0 - t_bb
         results = evaluation.evaluate_all(config, workdir)
-        results["wall_s"] = {"backbone": round(t_bb, 1), "refiners": round(t_ref, 1), "total": round(time.time() - t0, 1)}
+        total = round(time.time() - t0, 1)
+        results["wall_s"] = {"backbone": round(t_bb, 1), "refiners": round(t_ref, 1), "total": total}
         if jax.process_index() == 0:
             path = workdir / "results.json"
             tmp = path.with_suffix(".json.tmp")

@@ -1,0 +1,67 @@
+"""Confusion matrix, IoU and mIoU as the original defines them (MAGNET_SPEC.md section 3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from magnet_jax import metrics
+from magnet_jax.config import default_config
+
+
+def test_confusion_matrix_rows_are_ground_truth_and_ignore_is_skipped():
+    label = np.array([[0, 1, 1], [2, 255, 3]])
+    pred = np.array([[0, 1, 2], [2, 0, 1]])
+    cm = metrics.confusion_matrix(label, pred, 3, ignore_label=255)
+    # label 3 is >= n and 255 is ignored
+    expected = np.zeros((3, 3), np.int64)
+    expected[0, 0] = 1
+    expected[1, 1] = 1
+    expected[1, 2] = 1
+    expected[2, 2] = 1
+    np.testing.assert_array_equal(cm, expected)
+
+
+def test_confusion_matrix_jax_matches_numpy():
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 6, (40, 50)).astype(np.uint8)
+    label[rng.random((40, 50)) < 0.1] = 255
+    pred = rng.integers(0, 5, (40, 50))
+    np.testing.assert_array_equal(
+        np.asarray(metrics.confusion_matrix_jax(label, pred, 5, 255)), metrics.confusion_matrix(label, pred, 5, 255)
+    )
+
+
+def test_iou_and_miou_definitions():
+    cm = np.array([[5, 1, 0], [2, 3, 0], [0, 0, 0]])
+    iou = metrics.iou_per_class(cm)
+    np.testing.assert_allclose(iou, [5 / (6 + 7 - 5), 3 / (5 + 4 - 3), 0.0])  # absent class counts 0
+    assert metrics.mean_iou(cm) == pytest.approx(iou.mean())
+    assert metrics.mean_iou(cm, [1, 2]) == pytest.approx(iou[1:].mean())
+    freq = cm.sum(1) / cm.sum()
+    assert metrics.freq_weighted_iou(cm, [0, 1]) == pytest.approx((iou[:2] * freq[:2]).sum() / freq[:2].sum())
+    assert metrics.mean_iou(np.zeros((3, 3))) == 0.0
+
+
+def test_miou_classes_per_dataset():
+    c = default_config()
+    c.data.name, c.data.num_classes, c.data.miou_classes = "deepglobe", 7, ""
+    assert metrics.miou_classes(c) == [1, 2, 3, 4, 5, 6]
+    c.data.name, c.data.num_classes = "cityscapes", 19
+    assert metrics.miou_classes(c) == list(range(19))
+    c.data.miou_classes = "2,3"
+    assert metrics.miou_classes(c) == [2, 3]
+    c.data.miou_classes = "2,30"
+    with pytest.raises(ValueError, match="miou_classes"):
+        metrics.miou_classes(c)
+
+
+def test_accumulator_and_table():
+    acc = metrics.ConfusionMatrix(3, 255, [1, 2])
+    acc.update(np.array([0, 1, 2, 2]), np.array([0, 1, 2, 1]))
+    acc.update(np.array([1, 255]), np.array([1, 0]))
+    assert acc.matrix.sum() == 5
+    assert acc.miou() == pytest.approx(np.mean(metrics.iou_per_class(acc.matrix)[[1, 2]]))
+    table = metrics.format_iou_table(["a", "b", "c"], {"coarse": acc.iou(), "refined": acc.iou()}, [1, 2],
+                                     {"coarse": acc.miou(), "refined": acc.miou()})
+    assert "mIoU" in table and "a *" in table
