@@ -26,4 +26,6 @@ def get_config():
     c.magnet.n_patches = -1
     c.magnet.smooth_kernel = 17
     c.train.shared_refiner = True
+    c.train.backbone_scale_jitter = ""  # the original used no jitter for DeepGlobe
+    c.train.backbone_crop_sizes = "612-612,1224-1224,2448-2448"
     return c

@@ -157,6 +157,10 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.magnet.compat: expected 'paper' or 'reference', got {c.magnet.compat!r}")
     if c.magnet.patch_batch_size < 1:
         raise ValueError(f"config.magnet.patch_batch_size: expected >= 1, got {c.magnet.patch_batch_size}")
+    # The MagNet plan checks the rest (n_points finite, n_patches within the largest patch grid, ...).
+    from magnet_jax.inference.plan import plan_from_config
+
+    plan_from_config(c)
     refiners = [p for p in str(c.checkpoint.refiners).split(",") if p.strip()]
     n_stages = len(scales) - 1
     if refiners and len(refiners) not in (1, n_stages):

@@ -142,3 +142,20 @@ def test_stage_plan_is_frozen():
     st = _stage_for(np.zeros((1, 4)), (8, 8))
     with pytest.raises(dataclasses.FrozenInstanceError):
         st.k = 3
+
+
+@pytest.mark.parametrize("mode", ["reference", "average"])
+def test_gather_ensemble_equals_loop_on_overlapping_grid(mode):
+    from magnet_jax.inference.plan import patch_grid_ratios
+
+    ratios = patch_grid_ratios((300, 140), (128, 64))  # overlapping 3 x 3 grid
+    stage = _stage_for(ratios, (300, 140))
+    assert stages._regular_grid(stage) is not None
+    k = 5
+    refined = jax.random.uniform(jax.random.PRNGKey(3), (k, 32, 48, 3))
+    slot = np.full(len(ratios), -1, np.int32)
+    slot[[7, 0, 4, 2, 8]] = np.arange(k)
+    got = stages.ensemble_selected(refined, jnp.asarray(slot), stage, mode)
+    want = stages._ensemble_loop(refined, jnp.asarray(slot), stage, mode)
+    np.testing.assert_allclose(np.asarray(got[0]), np.asarray(want[0]), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))

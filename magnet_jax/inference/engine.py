@@ -128,7 +128,7 @@ class MagNetPredictor:
             refiners = [refiners]
         refiners = list(refiners)
         m = plan.num_refiners_expected
-        if m > 0 and len(refiners) not in (1, m):
+        if plan.stages and len(refiners) not in (1, m):
             raise ValueError(
                 f"{len(refiners)} refinement modules given; expected 1 (shared) or {m} (one per refinement stage)"
             )

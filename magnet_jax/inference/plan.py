@@ -26,18 +26,10 @@ COMPAT_MODES = ("paper", "reference")
 
 
 def patch_grid_ratios(scale_wh: tuple[int, int], crop_wh: tuple[int, int]) -> np.ndarray:
-    """`[N, 4]` float64 ratios `(x0/W, y0/H, (x0+Cw)/W, (y0+Ch)/H)`, x-major, as the original's grid.
-
-    Uses `magnet_jax.ops.patch_grid` when available (the shared definition) and the formula above otherwise.
-    """
-    try:
-        from magnet_jax.ops import patch_grid  # type: ignore[attr-defined]
-
-        return np.asarray(patch_grid(tuple(scale_wh), tuple(crop_wh)), dtype=np.float64)
-    except ImportError:
-        pass
-    return np.asarray(patch_grid_pixels(scale_wh, crop_wh), np.float64) / np.array(
-        [scale_wh[0], scale_wh[1], scale_wh[0], scale_wh[1]], np.float64
+    """`[N, 4]` float64 ratios `(x0/W, y0/H, (x0+Cw)/W, (y0+Ch)/H)`, x-major, as the original's grid."""
+    w, h = scale_wh
+    return np.asarray(
+        [(x0 / w, y0 / h, x1 / w, y1 / h) for x0, y0, x1, y1 in patch_grid_pixels(scale_wh, crop_wh)], np.float64
     )
 
 

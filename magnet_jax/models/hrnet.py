@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from magnet_jax.models.blocks import BasicBlock, Bottleneck
@@ -34,37 +33,14 @@ class ReLU(nnx.Module):
         return relu(x)
 
 
-def is_pointwise(conv: Conv2d) -> bool:
-    """A 1x1, stride-1, unpadded, ungrouped convolution (a per-pixel matrix product)."""
-    kh, kw = conv.kernel.shape[:2]
-    return (kh, kw) == (1, 1) and conv.stride == (1, 1) and conv.padding == ((0, 0), (0, 0)) and conv.groups == 1
-
-
-def conv_forward(conv: Conv2d, x: jax.Array) -> jax.Array:
-    """`conv(x)`, with 1x1 convolutions as a channel contraction (much faster than XLA's CPU conv)."""
-    if not is_pointwise(conv):
-        return conv(x)
-    y = jnp.einsum("bhwc,cd->bhwd", x, conv.kernel[0, 0].astype(x.dtype))
-    if conv.bias is not None:
-        y = y + conv.bias[...].astype(y.dtype)
-    return y
-
-
 def run_sequential(layers: nnx.List, x: jax.Array) -> jax.Array:
     """Applies an `nnx.List` standing for an `nn.Sequential`, entry by entry (nested lists too)."""
     for layer in layers:
-        if isinstance(layer, nnx.List):
-            x = run_sequential(layer, x)
-        elif isinstance(layer, Conv2d):
-            x = conv_forward(layer, x)
-        else:
-            x = layer(x)
+        x = run_sequential(layer, x) if isinstance(layer, nnx.List) else layer(x)
     return x
 
 
-def conv_bn(
-    cin: int, cout: int, kernel: int, *, stride: int = 1, with_relu: bool, rngs: nnx.Rngs
-) -> nnx.List:
+def conv_bn(cin: int, cout: int, kernel: int, *, stride: int = 1, with_relu: bool, rngs: nnx.Rngs) -> nnx.List:
     """`Sequential(Conv2d(k, stride, pad k//2, no bias), BatchNorm2d(momentum 0.01)[, ReLU])`."""
     layers = [
         Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False, rngs=rngs),
@@ -127,9 +103,7 @@ class HighResolutionModule(nnx.Module):
         self.num_branches = n
         self.branches = nnx.List(
             [
-                nnx.List(
-                    [BasicBlock(c, c, bn_momentum=BN_MOMENTUM, rngs=rngs) for _ in range(num_blocks[b])]
-                )
+                nnx.List([BasicBlock(c, c, bn_momentum=BN_MOMENTUM, rngs=rngs) for _ in range(num_blocks[b])])
                 for b, c in enumerate(channels)
             ]
         )

@@ -14,7 +14,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from magnet_jax.models.hrnet import HRNET_W18_SMALL_V2, HRNET_W48, HighResolutionNet, HRNetConfig, ReLU, conv_forward, run_sequential
+from magnet_jax.models.hrnet import (
+    HRNET_W18_SMALL_V2,
+    HRNET_W48,
+    HighResolutionNet,
+    HRNetConfig,
+    ReLU,
+    run_sequential,
+)
 from magnet_jax.models.layers import BatchNorm2d, Conv2d
 from magnet_jax.models.ocr import OCR_BN_MOMENTUM, SpatialOCR, spatial_gather
 from magnet_jax.ops.resize import resize_bilinear
@@ -45,9 +52,7 @@ class HRNetOCR(HighResolutionNet):
                 ReLU(),
             ]
         )
-        self.ocr_distri_head = SpatialOCR(
-            OCR_MID_CHANNELS, OCR_KEY_CHANNELS, OCR_MID_CHANNELS, OCR_DROPOUT, rngs=rngs
-        )
+        self.ocr_distri_head = SpatialOCR(OCR_MID_CHANNELS, OCR_KEY_CHANNELS, OCR_MID_CHANNELS, OCR_DROPOUT, rngs=rngs)
         self.cls_head = Conv2d(OCR_MID_CHANNELS, num_classes, 1, bias=True, rngs=rngs)
         self.aux_head = nnx.List(
             [
@@ -67,7 +72,7 @@ class HRNetOCR(HighResolutionNet):
         feats = run_sequential(self.conv3x3_ocr, feats)
         proxy = spatial_gather(feats, aux)
         feats = self.ocr_distri_head(feats, proxy)
-        out = conv_forward(self.cls_head, feats)
+        out = self.cls_head(feats)
         return out, aux
 
     def __call__(self, images: jax.Array, *, return_heads: bool = False) -> jax.Array | dict[str, jax.Array]:
@@ -83,10 +88,10 @@ class HRNetOCR(HighResolutionNet):
 
 
 def hrnet18_ocr(num_classes: int, *, rngs: nnx.Rngs) -> HRNetOCR:
-    """"hrnet18+ocr": HRNet-W18-small-v2 + OCR (the original's `HRNetW18_OCR`)."""
+    """ "hrnet18+ocr": HRNet-W18-small-v2 + OCR (the original's `HRNetW18_OCR`)."""
     return HRNetOCR(num_classes, HRNET_W18_SMALL_V2, rngs=rngs)
 
 
 def hrnet48_ocr(num_classes: int, *, rngs: nnx.Rngs) -> HRNetOCR:
-    """"hrnet48+ocr": HRNet-W48 + OCR (the original's `HRNetW48_OCR`)."""
+    """ "hrnet48+ocr": HRNet-W48 + OCR (the original's `HRNetW48_OCR`)."""
     return HRNetOCR(num_classes, HRNET_W48, rngs=rngs)

@@ -18,6 +18,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["median_filter"]
 
@@ -25,9 +26,10 @@ __all__ = ["median_filter"]
 def _median_rows(padded: jax.Array, row0: jax.Array, rows: int, width: int, kernel: int) -> jax.Array:
     """Medians of output rows ``[row0, row0 + rows)`` from the zero-padded image ``padded [Hp, Wp]``."""
     band = jax.lax.dynamic_slice_in_dim(padded, row0, rows + kernel - 1, axis=0)  # [rows + k - 1, Wp]
-    windows = jnp.stack(
-        [band[dy : dy + rows, dx : dx + width] for dy in range(kernel) for dx in range(kernel)], axis=-1
-    )  # [rows, W, k*k]
+    offsets = np.arange(kernel)
+    cols = jnp.take(band, np.arange(width)[:, None] + offsets, axis=1)  # [rows + k - 1, W, k]
+    windows = jnp.take(cols, np.arange(rows)[:, None] + offsets, axis=0)  # [rows, k(dy), W, k(dx)]
+    windows = jnp.moveaxis(windows, 1, 2).reshape(rows, width, kernel * kernel)
     return jnp.sort(windows, axis=-1)[..., (kernel * kernel - 1) // 2]
 
 

@@ -86,6 +86,21 @@ def patch_boxes_int(ratios: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
     return np.round(patch_boxes_px(np.asarray(ratios), size_wh)).astype(np.int64)
 
 
+def _put(arr: jax.Array, y0: int, x0: int, value: jax.Array) -> jax.Array:
+    """``arr[y0:y0+h, x0:x0+w] = value`` as an in-place ``dynamic_update_slice`` (static offsets)."""
+    start = (y0, x0) + (0,) * (arr.ndim - 2)
+    return jax.lax.dynamic_update_slice(arr, value.astype(arr.dtype), start)
+
+
+def _add_region(arr: jax.Array, rows: slice, cols: slice, value: jax.Array | float) -> jax.Array:
+    """``arr[rows, cols] += value`` with Python slice semantics (negative bounds wrap, empty is a no-op)."""
+    r0, r1, _ = rows.indices(arr.shape[0])
+    c0, c1, _ = cols.indices(arr.shape[1])
+    if r1 <= r0 or c1 <= c0:
+        return arr
+    return _put(arr, r0, c0, arr[r0:r1, c0:c1] + value)
+
+
 def _is_concrete(x: object) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
@@ -177,15 +192,14 @@ def ensemble_patches(
         m = _MASK_MARGIN
         for i in range(n):
             x0, y0, x1, y1 = (int(v) for v in boxes[i])
-            region = (slice(y0, y1), slice(x0, x1))
-            # Python slice semantics (negative stops wrap), as the original's tensor slicing.
-            inner = (slice(y0 + m, y1 - m), slice(x0 + m, x1 - m))
+            # Python slice semantics for the shrunk box (negative stops wrap), as the original's tensor slicing.
+            inner_rows, inner_cols = slice(y0 + m, y1 - m), slice(x0 + m, x1 - m)
             if weights is None:
-                out = out.at[region].set(resized[i])
-                count = count.at[inner].add(1.0)
+                out = _put(out, y0, x0, resized[i])
+                count = _add_region(count, inner_rows, inner_cols, 1.0)
             else:
-                out = out.at[region].set(jnp.where(weights[i], resized[i], out[region]))
-                count = count.at[inner].add(weights[i].astype(jnp.float32))
+                out = _put(out, y0, x0, jnp.where(weights[i], resized[i], out[y0:y1, x0:x1]))
+                count = _add_region(count, inner_rows, inner_cols, weights[i].astype(jnp.float32))
         out = out / jnp.maximum(count, 1.0)[..., None].astype(dtype)
         return out, count > 0
 
@@ -196,10 +210,9 @@ def ensemble_patches(
             resized = resize_bilinear(patches[members].astype(dtype), (bh, bw), align_corners=False)
             for j, i in enumerate(members):
                 x0, y0, x1, y1 = (int(v) for v in boxes[i])
-                region = (slice(y0, y1), slice(x0, x1))
                 wgt = jnp.float32(1.0) if weights is None else weights[i].astype(jnp.float32)
-                total = total.at[region].add(resized[j] * wgt.astype(dtype))
-                count = count.at[region].add(wgt)
+                total = _put(total, y0, x0, total[y0:y1, x0:x1] + resized[j] * wgt.astype(dtype))
+                count = _add_region(count, slice(y0, y1), slice(x0, x1), wgt)
         out = total / jnp.maximum(count, 1.0)[..., None].astype(dtype)
         return out, count > 0
 

@@ -487,8 +487,11 @@ def validate_refiner(config, workdir: Path, run: str, stage: int | None, ref_def
 
 def run_train(config, workdir: str) -> dict | None:
     """`main.py --mode=train`. Returns the results dict for target `all`, else None."""
+    from magnet_jax.inference.engine import enable_compilation_cache
+
     tlog.quiet_orbax_logs()
     maybe_initialize_distributed()
+    enable_compilation_cache()  # a rerun (resume) reuses the compiled steps ($MAGNET_JAX_CACHE_DIR=off disables)
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     tlog.save_resolved_config(config, workdir)

@@ -1,0 +1,98 @@
+"""The static MagNet plan: patch grids, k, point budgets, and the errors for bad settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from magnet_jax.config import default_config, validate_config
+from magnet_jax.inference.engine import MagNetPredictor
+from magnet_jax.inference.plan import make_plan, patch_grid_ratios, plan_from_config, point_budget
+
+
+def test_patch_grid_matches_fixture(ops_npz):
+    i = 0
+    while f"patch_coords_{i}_out" in ops_npz:
+        scale = tuple(int(v) for v in ops_npz[f"patch_coords_{i}_scale"])
+        crop = tuple(int(v) for v in ops_npz[f"patch_coords_{i}_crop"])
+        np.testing.assert_array_equal(patch_grid_ratios(scale, crop), ops_npz[f"patch_coords_{i}_out"])
+        i += 1
+    assert i >= 3
+
+
+def test_deepglobe_plan():
+    plan = make_plan([(612, 612), (1224, 1224), (2448, 2448)], (612, 612), (508, 508), 7, n_points=0.75,
+                     smooth_kernel=11, compat="reference")
+    assert [(s.n_total, s.k) for s in plan.stages] == [(4, 4), (16, 16)]
+    assert [s.budget for s in plan.stages] == [int(1224 * 1224 * 0.75), int(2448 * 2448 * 0.75)]
+    assert not any(s.zero_error_in_mask or s.filter_points_by_mask for s in plan.stages)
+    assert plan.input_hw == (508, 508) and plan.last_hw == (2448, 2448)
+    np.testing.assert_array_equal(plan.stages[0].boxes[3], [612, 612, 1224, 1224])
+
+
+def test_fast_plan_and_budgets():
+    plan = make_plan([(256, 128), (512, 256), (1024, 512)], (256, 128), (256, 128), 19, n_patches=3, n_points=0.9,
+                     compat="reference")
+    assert [(s.n_total, s.k) for s in plan.stages] == [(4, 3), (16, 3)]
+    assert plan.stages[0].budget == int(512 * 256 * 0.9 * 3 / 4)
+    assert all(s.zero_error_in_mask and s.filter_points_by_mask for s in plan.stages)
+    paper = make_plan([(256, 128), (512, 256)], (256, 128), (256, 128), 19, n_patches=3, n_points=0.9)
+    assert not paper.stages[0].zero_error_in_mask and paper.stages[0].filter_points_by_mask
+    assert point_budget((512, 256), 32768, 4, 4) == 32768
+    assert point_budget((512, 256), 1e9, 2, 4) == 512 * 256 // 2
+    assert point_budget((10, 10), 1.0, 1, 1) == 100
+    # n_patches == 0: the original skips refinement
+    assert make_plan([(64, 64), (128, 128)], (64, 64), (64, 64), 2, n_patches=0).stages == ()
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("scales", "512-256,256-128", "increase"),
+        ("scales", "256-128,512-128", "increase"),
+        ("n_patches", -2, "n_patches"),
+        ("n_patches", 5, "n_patches"),  # more than the largest grid (4 patches)
+        ("n_points", 0.0, "n_points"),
+        ("n_points", -3.0, "n_points"),
+        ("n_points", float("nan"), "n_points"),
+        ("smooth_kernel", 0, "smooth_kernel"),
+        ("compat", "exact", "compat"),
+    ],
+)
+def test_bad_settings_are_refused(field, value, match):
+    c = default_config()
+    c.magnet.scales = "256-128,512-256"
+    setattr(c.magnet, field, value)
+    with pytest.raises(ValueError, match=match):
+        validate_config(c)
+    if field != "scales":
+        with pytest.raises(ValueError, match=match):
+            plan_from_config(c)
+
+
+def test_refiner_count_is_checked():
+    c = default_config()
+    c.magnet.scales = "256-128,512-256,1024-512"
+    c.checkpoint.refiners = "a.pth,b.pth,c.pth"
+    with pytest.raises(ValueError, match="refiners"):
+        validate_config(c)
+    c.checkpoint.refiners = "a.pth,b.pth"
+    validate_config(c)
+    plan = plan_from_config(c)
+    with pytest.raises(ValueError, match="expected 1 .shared. or 2"):
+        MagNetPredictor(plan, None, [object(), object(), object()])
+
+
+def test_default_configs_validate():
+    import importlib.util
+    from pathlib import Path
+
+    for name in ("cityscapes", "deepglobe"):
+        path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        c = mod.get_config()
+        validate_config(c)
+        plan = plan_from_config(c)
+        assert len(plan.stages) == len(plan.scales) - 1

@@ -1,0 +1,165 @@
+"""Checkpoint / resume of real training runs on a tiny synthetic dataset.
+
+- N steps straight == N/2 steps, restart, N/2 steps (backbone and refiner: parameters, BatchNorm
+  statistics, optimizer state and the data iterator position are all restored).
+- A training process killed with SIGKILL resumes from its last complete checkpoint and ends with
+  the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+CONFIG_TEMPLATE = '''
+from magnet_jax.config import default_config
+
+
+def get_config():
+    c = default_config()
+    c.seed = 3
+    c.data.name = "synthetic"
+    c.data.source = "synthetic"
+    c.data.root = {root!r}
+    c.data.num_classes = 5
+    c.data.num_workers = 0
+    c.data.eval_split = "test"
+    c.data.synthetic.size = 64
+    c.data.synthetic.num_train = 4
+    c.data.synthetic.num_val = 1
+    c.data.synthetic.num_test = 1
+    c.model.backbone = "small"
+    c.magnet.scales = "32-32,64-64"
+    c.magnet.crop_size = "32-32"
+    c.magnet.input_size = "32-32"
+    c.train.target = "backbone"
+    c.train.batch_size = 2
+    c.train.epochs = 4
+    c.train.lr = 0.01
+    c.train.shared_refiner = True
+    c.train.ohem_min_kept = 500
+    c.train.backbone_crop_sizes = "64-64,32-32"
+    c.train.backbone_scale_jitter = ""
+    c.train.eval_every_epochs = 0
+    c.train.checkpoint_every_steps = 2
+    c.train.log_every_steps = 1
+    c.train.progress = False
+    return c
+'''
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("synthetic") / "data"
+
+
+def _config_text(root: Path) -> str:
+    return CONFIG_TEMPLATE.format(root=str(root))
+
+
+def _config(root: Path, **train):
+    scope: dict = {}
+    exec(_config_text(root), scope)  # noqa: S102 - the template above
+    c = scope["get_config"]()
+    for key, value in train.items():
+        c.train[key] = value
+    return c
+
+
+def _weights(path: Path, name: str) -> list[np.ndarray]:
+    from magnet_jax.checkpoints import load_model_weights
+    from flax import nnx
+
+    model = load_model_weights(str(path), name, 5)
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat)))]
+
+
+def _assert_same(a: list[np.ndarray], b: list[np.ndarray]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
+
+
+def test_straight_equals_half_restart_half(tmp_path, data_root):
+    from magnet_jax.training.run import run_train
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run_train(_config(data_root), str(straight))  # 4 epochs x 2 steps
+    run_train(_config(data_root, max_steps=4), str(split))
+    run_train(_config(data_root), str(split))
+    _assert_same(_weights(straight / "weights" / "backbone", "small"), _weights(split / "weights" / "backbone", "small"))
+
+    # the refiner on that backbone (OHEM loss, frozen backbone inside the step)
+    backbone = str(straight / "weights" / "backbone")
+    ref = dict(target="refiner", epochs=2)
+    run_train(_config(data_root, **ref), str(straight))
+    c = _config(data_root, max_steps=2, **ref)
+    c.checkpoint.backbone = backbone
+    run_train(c, str(split))
+    c = _config(data_root, **ref)
+    c.checkpoint.backbone = backbone
+    run_train(c, str(split))
+    _assert_same(
+        _weights(straight / "weights" / "refiner", "refinement"), _weights(split / "weights" / "refiner", "refinement")
+    )
+    metrics = (split / "metrics.jsonl").read_text()
+    assert '"run": "refiner"' in metrics and '"aggre"' in metrics
+    assert (split / "config.json").is_file()
+    assert list((split / "tensorboard" / "refiner").glob("events.out.tfevents.*"))
+
+
+def _committed(ckpt_dir: Path) -> list[int]:
+    if not ckpt_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in ckpt_dir.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name))
+
+
+@pytest.mark.slow
+def test_sigkill_resumes_from_last_complete_checkpoint(tmp_path, data_root):
+    from magnet_jax.training.run import run_train
+
+    config_file = tmp_path / "tiny.py"
+    config_file.write_text(_config_text(data_root))
+    workdir = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu")
+    cmd = [sys.executable, str(REPO / "main.py"), f"--config={config_file}", f"--workdir={workdir}",
+           "--config.train.epochs=500"]  # fmt: skip
+    ckpt_dir = workdir / "checkpoints" / "backbone"
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not [s for s in _committed(ckpt_dir) if s >= 4]:
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    steps = _committed(ckpt_dir)
+    assert steps and steps[-1] >= 4
+    last = steps[-1]
+    target = last + 3  # resume, then stop at a step that is not a checkpoint step
+
+    rerun = subprocess.run(cmd + [f"--config.train.max_steps={target}"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resumed from step {last}" in rerun.stderr
+    assert _committed(ckpt_dir)[-1] == target
+    assert not [p for p in ckpt_dir.iterdir() if "tmp" in p.name], "a partial checkpoint was left behind"
+
+    straight = tmp_path / "straight"
+    run_train(_config(data_root, epochs=500, max_steps=target), str(straight))
+    _assert_same(_weights(straight / "weights" / "backbone", "small"), _weights(workdir / "weights" / "backbone", "small"))
