@@ -91,6 +91,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.refiner_loss = "ohem"  # ohem (the original) | ce
     c.train.init_backbone = ""  # backbone training: start from these weights (.pth or converted folder)
     c.train.progress = True  # tqdm progress bar
+    # backbone samples: crop (the original: a crop of backbone_crop_sizes resized to the input, scale jitter)
+    # | scales (MagNet's views: the image resized to a scale of magnet.scales, a crop_size crop, resized)
+    c.train.backbone_sampling = "crop"
     # target "all" (synthetic demo): overrides of config.train.* for its backbone phase, e.g. epochs, lr
     c.train.backbone_phase = ml_collections.ConfigDict()
 
@@ -176,6 +179,8 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"config.train.lr_schedule: expected auto, multistep, poly or constant, got {c.train.lr_schedule!r}"
         )
+    if c.train.backbone_sampling not in ("crop", "scales"):
+        raise ValueError(f"config.train.backbone_sampling: expected 'crop' or 'scales', got {c.train.backbone_sampling!r}")
     if c.train.refiner_loss not in ("ohem", "ce"):
         raise ValueError(f"config.train.refiner_loss: expected 'ohem' or 'ce', got {c.train.refiner_loss!r}")
     if not 0 <= c.train.stage <= n_stages:

@@ -122,6 +122,7 @@ class _Loop:
         summarize: Callable[[dict], dict],
         validate: Callable[[TrainState], dict] | None,
         epoch_summary: Callable[[dict], dict] | None = None,
+        adapt_batch: Callable[[dict], dict] | None = None,
     ):
         t = config.train
         self.run, self.workdir, self.config, self.mesh = run, workdir, config, mesh
@@ -129,6 +130,7 @@ class _Loop:
         self.spe, self.total = steps_per_epoch, total_steps
         self.meta, self.summarize, self.validate = meta, summarize, validate
         self.epoch_summary = epoch_summary
+        self.adapt_batch = adapt_batch
         self.ckpt = TrainCheckpointer(workdir / "checkpoints" / run, keep=int(t.keep_checkpoints))
         self.logger = tlog.MetricLogger(workdir, run)
         self.log_every = max(int(t.log_every_steps), 1)
@@ -169,6 +171,8 @@ class _Loop:
                 except StopIteration:
                     logging.warning("%s: data ran out at step %d of %d", self.run, step, self.total)
                     break
+                if self.adapt_batch is not None:
+                    batch = self.adapt_batch(batch)
                 batch = shard_batch(batch, self.mesh)
                 self.state, metrics = self.step_fn(self.state, batch)
                 step += 1
@@ -285,7 +289,24 @@ def train_backbone(config, workdir: Path, mesh) -> Path:
     n = int(config.data.num_classes)
     name = str(config.model.backbone)
     per_proc = check_batch_size(int(config.train.batch_size), mesh)
-    loader, spe = _loader(config, "backbone", per_proc, workdir, int(config.train.epochs))
+    sampling = str(config.train.get("backbone_sampling", "crop"))
+    adapt = None
+    if sampling == "scales":
+        # MagNet's own views: the whole image resized to a scale of config.magnet.scales (the first one
+        # included), then a crop_size crop at a random origin, resized to the input size. Made by the
+        # refiner-pair transform with the first scale repeated (its fine scale is drawn from scales[1:]).
+        scales = stage_scales(config)
+        lconfig = copy.deepcopy(config)
+        with lconfig.unlocked() if hasattr(lconfig, "unlocked") else _null():
+            lconfig.magnet.scales = _scales_text([scales[0]] + scales)
+        loader, spe = _loader(lconfig, "refiner", per_proc, workdir, int(config.train.epochs))
+
+        def adapt(b):
+            return {"image": b["fine_image"], "label": b["label"]}
+    elif sampling == "crop":
+        loader, spe = _loader(config, "backbone", per_proc, workdir, int(config.train.epochs))
+    else:
+        raise ValueError(f"config.train.backbone_sampling: expected 'crop' or 'scales', got {sampling!r}")
     total = _total_steps(config, spe)
     tx, schedule = make_optimizer(_with_target(config, "backbone"), spe, int(config.train.epochs) * spe)
 
@@ -322,7 +343,7 @@ def train_backbone(config, workdir: Path, mesh) -> Path:
     loop = _Loop(
         run=run, workdir=workdir, config=config, mesh=mesh, step_fn=step, state=state, loader=loader,
         steps_per_epoch=spe, total_steps=total, meta=meta, summarize=summarize, validate=validate,
-        epoch_summary=epoch_summary,
+        epoch_summary=epoch_summary, adapt_batch=adapt,
     )
     state = loop.run_loop()
     _export(model_def, state, name, n, out, source=f"trained: {workdir / 'checkpoints' / run}")
