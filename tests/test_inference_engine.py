@@ -105,13 +105,15 @@ def test_refinement_skipped_with_zero_patches(models):
     assert pred.final_argmax(res).shape == (128, 192)
 
 
-def test_shared_refiner_and_batch_padding(models):
+def test_shared_refiner_batch_padding_and_fused_stages(models):
     backbone, refiners = models
-    # batch 3 does not divide 4 or 16 patches: padding must not change the result
-    a = MagNetPredictor(_plan(patch_batch_size=3), backbone, refiners[:1]).predict(_image())
-    b = MagNetPredictor(_plan(patch_batch_size=16), backbone, refiners[:1]).predict(_image())
+    # batch 3 does not divide 4 or 16 patches: padding must not change the result; nor does fusing
+    # each stage into a single jit
+    a = MagNetPredictor(_plan(patch_batch_size=3), backbone, refiners[:1], split_stages=True).predict(_image())
+    b = MagNetPredictor(_plan(patch_batch_size=16), backbone, refiners[:1], split_stages=False).predict(_image())
     for x, y in zip(a.stages, b.stages):
         np.testing.assert_allclose(np.asarray(x.probs), np.asarray(y.probs), atol=1e-5)
+        assert (x.argmax != y.argmax).mean() < 1e-3
 
 
 class _ListSource:

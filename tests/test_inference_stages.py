@@ -71,7 +71,7 @@ def test_ensemble_selection_order_and_average():
     assert not bool(mask[:, 9:].any()) and float(out[4, 10].sum()) == 0.0
 
 
-@pytest.mark.parametrize("hw", [(37, 53), (96, 2448 // 8)])
+@pytest.mark.parametrize("hw", [(37, 53), (96, 2448 // 8), (35, 1000)])
 def test_sampled_mask_matches_point_sample(hw):
     h, w = hw
     rng = np.random.default_rng(1)

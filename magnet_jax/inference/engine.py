@@ -121,9 +121,18 @@ class MagNetPredictor:
         plan: the static plan (`plan.make_plan` / `plan.plan_from_config`).
         backbone: segmentation backbone (NNX, eval mode), `model(x [B, H, W, 3]) -> logits`.
         refiners: one refinement module shared by all stages, or one per refinement stage.
+        split_stages: compile each stage as one `jax.jit` (False) or as chained per-phase jits (True);
+            default: split on CPU, where it is faster (see `stages.make_refine_stage_fn`).
     """
 
-    def __init__(self, plan: MagNetPlan, backbone: nnx.Module, refiners: Sequence[nnx.Module] | nnx.Module):
+    def __init__(
+        self,
+        plan: MagNetPlan,
+        backbone: nnx.Module,
+        refiners: Sequence[nnx.Module] | nnx.Module,
+        *,
+        split_stages: bool | None = None,
+    ):
         if isinstance(refiners, nnx.Module):
             refiners = [refiners]
         refiners = list(refiners)
@@ -146,7 +155,7 @@ class MagNetPredictor:
                 split_cache[id(ref)] = nnx.split(ref)
             ref_graph, ref_state = split_cache[id(ref)]
             self._ref_states.append(ref_state)
-            self._stage_fns.append(make_refine_stage_fn(st, plan, bb_graph, ref_graph))
+            self._stage_fns.append(make_refine_stage_fn(st, plan, bb_graph, ref_graph, split=split_stages))
         self._final_fns: dict[tuple[int, int], object] = {}
 
     @classmethod

@@ -313,25 +313,31 @@ def select_top_mask(score: jax.Array, k: int, *, torch_ties: bool) -> jax.Array:
     return jax.lax.cond(undecided > threshold, replay, lambda: simple)
 
 
-def _pixel_centre_axis(size: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """Per-axis bilinear corners and weights of the original's pixel-centre points, through grid_sample.
+@functools.lru_cache(maxsize=64)
+def _pixel_centre_axis(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-axis bilinear corners of the original's pixel-centre points, through grid_sample (static, NumPy).
 
     The original samples at `p = step/2 + i*step` (float32, `step = 1/size`) with
-    `grid_sample(2p - 1, align_corners=False)`; rounding can leave a tiny weight on the neighbour.
-    Returns `(i0, w0_positive, i1, w1_positive)` with out-of-range corners marked non-positive.
+    `grid_sample(2p - 1, align_corners=False)`; PyTorch's CPU kernel unnormalises with one fused
+    multiply-add, `fma(g + 1, size / 2, -0.5)` in float32, and rounding can leave a tiny weight on the
+    neighbour. Reproduced here in NumPy (the FMA as a float64 product rounded once; checked against
+    PyTorch), returns `(i0, i0_weight_positive, i1, i1_weight_positive)`; out-of-range corners are
+    marked non-positive.
     """
+    f32 = np.float32
     step = 1.0 / float(size)
-    p = jnp.arange(size, dtype=jnp.float32) * jnp.float32(step) + jnp.float32(step / 2.0)
-    g = 2.0 * p - 1.0
-    pix = (g + 1.0) * jnp.float32(size / 2) - 0.5
-    f0 = jnp.floor(pix)
-    w1 = pix - f0
-    w0 = (f0 + 1.0) - pix
-    i0 = f0.astype(jnp.int32)
+    p = (np.arange(size, dtype=f32) * f32(step)).astype(f32) + f32(step / 2.0)
+    g = (f32(2.0) * p).astype(f32) - f32(1.0)
+    gp1 = (g + f32(1.0)).astype(f32)
+    pix = (gp1.astype(np.float64) * np.float64(f32(size / 2)) - 0.5).astype(f32)
+    f0 = np.floor(pix).astype(f32)
+    w1 = (pix - f0).astype(f32)
+    w0 = ((f0 + f32(1.0)).astype(f32) - pix).astype(f32)
+    i0 = f0.astype(np.int64)
     i1 = i0 + 1
     ok0 = (w0 > 0) & (i0 >= 0) & (i0 < size)
     ok1 = (w1 > 0) & (i1 >= 0) & (i1 < size)
-    return jnp.clip(i0, 0, size - 1), ok0, jnp.clip(i1, 0, size - 1), ok1
+    return np.clip(i0, 0, size - 1), ok0, np.clip(i1, 0, size - 1), ok1
 
 
 def sampled_mask(mask: jax.Array) -> jax.Array:
@@ -341,9 +347,9 @@ def sampled_mask(mask: jax.Array) -> jax.Array:
     xa, okxa, xb, okxb = _pixel_centre_axis(w)
     out = jnp.zeros((h, w), bool)
     for yi, oky in ((ya, oka), (yb, okb)):
-        rows = jnp.take(mask, yi, axis=0) & oky[:, None]
+        rows = jnp.take(mask, jnp.asarray(yi), axis=0) & jnp.asarray(oky)[:, None]
         for xi, okx in ((xa, okxa), (xb, okxb)):
-            out = out | (jnp.take(rows, xi, axis=1) & okx[None, :])
+            out = out | (jnp.take(rows, jnp.asarray(xi), axis=1) & jnp.asarray(okx)[None, :])
     return out
 
 

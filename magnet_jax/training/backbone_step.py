@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from magnet_jax.training.fastconv import fast_conv_gradients
 from magnet_jax.training.mesh import data_sharding, replicated
 from magnet_jax.training.metrics_ops import confusion
 from magnet_jax.training.state import ModelDef, TrainState, split_variables
@@ -32,11 +33,16 @@ def make_backbone_step(
     aux_weight: float,
     mesh: Mesh | None = None,
     with_metrics: bool = True,
+    fast_conv: bool = True,
 ):
     """Returns `step(state, batch) -> (state, metrics)`; `batch` = {"image" [B,H,W,3], "label" [B,H,W]}."""
     from magnet_jax import losses
 
     def step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, Any]]:
+        with fast_conv_gradients(fast_conv):  # active while this function is traced
+            return _step(state, batch)
+
+    def _step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, Any]]:
         labels = batch["label"]
 
         def loss_fn(params):

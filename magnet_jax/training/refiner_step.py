@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from magnet_jax.training.fastconv import fast_conv_gradients
 from magnet_jax.training.mesh import data_sharding, replicated
 from magnet_jax.training.metrics_ops import aggregate, confusion
 from magnet_jax.training.state import ModelDef, TrainState, split_variables
@@ -58,6 +59,7 @@ def make_refiner_step(
     loss: str = "ohem",
     mesh: Mesh | None = None,
     with_metrics: bool = True,
+    fast_conv: bool = True,
 ):
     """Returns `step(state, frozen, batch) -> (state, metrics)`, jitted (with shardings when `mesh`).
 
@@ -78,6 +80,10 @@ def make_refiner_step(
         return losses.cross_entropy(logits, labels, ignore_label)
 
     def step(state: TrainState, frozen: tuple, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, Any]]:
+        with fast_conv_gradients(fast_conv):  # active while this function is traced
+            return _step(state, frozen, batch)
+
+    def _step(state: TrainState, frozen: tuple, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, Any]]:
         fine, crop = refiner_inputs(backbone, frozen, batch, input_hw)
         labels = batch["label"]
 

@@ -325,6 +325,7 @@ def train_backbone(config, workdir: Path, mesh) -> Path:
         ignore_label=int(config.data.ignore_label),
         aux_weight=float(config.train.aux_weight),
         mesh=mesh,
+        fast_conv=bool(config.train.get("fast_conv", True)),
     )
     classes = _miou_classes(config)
 
@@ -439,6 +440,7 @@ def _train_one_refiner(config, workdir: Path, mesh, run: str, stage: int | None,
         ohem_min_kept=int(config.train.ohem_min_kept),
         loss=str(config.train.get("refiner_loss", "ohem")),
         mesh=mesh,
+        fast_conv=bool(config.train.get("fast_conv", True)),
     )
 
     def step_fn(st, batch):
