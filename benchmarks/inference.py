@@ -29,12 +29,45 @@ sys.path.insert(0, str(REPO))
 
 CASES = {
     # name: (dataset, backbone manifest, model, classes, scales, crop, input, n_patches, n_points, smooth, salts)
-    "deepglobe_full": ("deepglobe", "fpn_7", "fpn", 7, [(612, 612), (1224, 1224), (2448, 2448)], (612, 612),
-                       (508, 508), -1, 0.75, 11, ["dg/"]),
-    "cityscapes_2stage_full": ("cityscapes", "hrnet18_ocr_19", "hrnet18+ocr", 19, [(256, 128), (512, 256)],
-                               (256, 128), (256, 128), -1, 32768, 5, ["cs1/"]),
-    "cityscapes_2stage_fast": ("cityscapes", "hrnet18_ocr_19", "hrnet18+ocr", 19, [(256, 128), (512, 256)],
-                               (256, 128), (256, 128), 2, 0.9, 5, ["cs1/"]),
+    "deepglobe_full": (
+        "deepglobe",
+        "fpn_7",
+        "fpn",
+        7,
+        [(612, 612), (1224, 1224), (2448, 2448)],
+        (612, 612),
+        (508, 508),
+        -1,
+        0.75,
+        11,
+        ["dg/"],
+    ),
+    "cityscapes_2stage_full": (
+        "cityscapes",
+        "hrnet18_ocr_19",
+        "hrnet18+ocr",
+        19,
+        [(256, 128), (512, 256)],
+        (256, 128),
+        (256, 128),
+        -1,
+        32768,
+        5,
+        ["cs1/"],
+    ),
+    "cityscapes_2stage_fast": (
+        "cityscapes",
+        "hrnet18_ocr_19",
+        "hrnet18+ocr",
+        19,
+        [(256, 128), (512, 256)],
+        (256, 128),
+        (256, 128),
+        2,
+        0.9,
+        5,
+        ["cs1/"],
+    ),
 }
 SAMPLES = {"deepglobe": "639004_sat.jpg", "cityscapes": "frankfurt_000001_003056_leftImg8bit.png"}
 
@@ -88,8 +121,17 @@ def run_case(name: str, repeats: int, compat: str, batch: int) -> dict:
         ref = build_model("refinement", n)
         _load_weights(ref, f"refine_{n}", salt)
         refiners.append(ref)
-    plan = make_plan(scales, crop, inp, n, n_patches=n_patches, n_points=n_points, smooth_kernel=smooth,
-                     compat=compat, patch_batch_size=batch)
+    plan = make_plan(
+        scales,
+        crop,
+        inp,
+        n,
+        n_patches=n_patches,
+        n_points=n_points,
+        smooth_kernel=smooth,
+        compat=compat,
+        patch_batch_size=batch,
+    )
     predictor = MagNetPredictor(plan, backbone, refiners)
     image, image_path = _image(dataset, scales[-1])
 
@@ -126,8 +168,9 @@ def run_case(name: str, repeats: int, compat: str, batch: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", default="deepglobe_full,cityscapes_2stage_full",
-                        help=f"comma-separated, from {', '.join(CASES)}")
+    parser.add_argument(
+        "--cases", default="deepglobe_full,cityscapes_2stage_full", help=f"comma-separated, from {', '.join(CASES)}"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compat", default="reference", choices=["reference", "paper"])
     parser.add_argument("--patch-batch-size", type=int, default=8)

@@ -106,7 +106,9 @@ def _build(kind: str, args, mesh):
     bdef, p, bs, r = split_model(build_model(args.backbone, args.classes), args.backbone)
     if kind == "backbone":
         state = replicate(init_train_state(p, bs, r, tx), mesh)
-        step = make_backbone_step(bdef, tx, sched, num_classes=args.classes, ignore_label=255, aux_weight=0.4, mesh=mesh)
+        step = make_backbone_step(
+            bdef, tx, sched, num_classes=args.classes, ignore_label=255, aux_weight=0.4, mesh=mesh
+        )
         return state, step
     rdef, rp, rbs, rr = split_model(build_model("refinement", args.classes), "refinement")
     state = replicate(init_train_state(rp, rbs, rr, tx), mesh)
@@ -175,7 +177,7 @@ def main(argv=None) -> int:
         state, step = _build(kind, args, mesh)
         batch = shard_batch(_random_batch(kind, args, rng), mesh)
         t0 = time.perf_counter()
-        times, state = _time_steps(step, state, lambda i: batch, args)
+        times, state = _time_steps(step, state, lambda i, b=batch: b, args)
         med = statistics.median(times)
         row = {
             "what": kind,
@@ -200,7 +202,7 @@ def main(argv=None) -> int:
             c.data.train_list = list_path
             loader = make_train_loader(c, "train", kind, batch_size=args.batch, seed=0, workers=args.workers)
             it = iter(loader)
-            times, state = _time_steps(step, state, lambda i: (lambda: shard_batch(next(it), mesh)), args)
+            times, state = _time_steps(step, state, lambda i, it=it: (lambda: shard_batch(next(it), mesh)), args)
             med = statistics.median(times)
             row = dict(row, feed=f"grain loader, {args.workers} workers, {args.image_size}px JPEGs",
                        step_s=round(med, 3), samples_per_s=round(args.batch / med, 4))  # fmt: skip

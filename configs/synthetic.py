@@ -63,9 +63,10 @@ def get_config():
     c.train.backbone_phase.lr = 0.05
     c.train.backbone_phase.lr_schedule = "poly"
     c.train.backbone_phase.eval_every_epochs = 40
-    # whole image (the coarse view), half-size and full-resolution crops, all resized to 128x128:
-    # the views the backbone meets at each MagNet scale. No scale jitter (it would blur the textures).
-    c.train.backbone_crop_sizes = "512-512,256-256,128-128"
+    # The backbone learns from the views MagNet shows it: the image resized to a scale of
+    # c.magnet.scales (128, 256 or 512), then a 128x128 crop. (The original's recipe, a crop resized
+    # to the input, averages away the 2-px textures whenever the crop starts at an odd pixel.)
+    c.train.backbone_sampling = "scales"
     c.train.backbone_scale_jitter = ""
 
     c.eval.save_pictures = True

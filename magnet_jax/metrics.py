@@ -31,7 +31,9 @@ __all__ = [
 ]
 
 
-def confusion_matrix(label: np.ndarray, pred: np.ndarray, num_classes: int, ignore_label: int | None = None) -> np.ndarray:
+def confusion_matrix(
+    label: np.ndarray, pred: np.ndarray, num_classes: int, ignore_label: int | None = None
+) -> np.ndarray:
     """`[n, n]` int64 confusion matrix (rows = ground truth, columns = prediction).
 
     Args:
@@ -160,9 +162,7 @@ def format_iou_table(
     averaged = set(classes)
     for i, name in enumerate(names):
         mark = "" if i in averaged else " *"
-        lines.append(
-            (name + mark).ljust(width) + "".join(f"{100.0 * float(columns[h][i]):10.2f}" for h in heads)
-        )
+        lines.append((name + mark).ljust(width) + "".join(f"{100.0 * float(columns[h][i]):10.2f}" for h in heads))
     lines.append("-" * (width + 10 * len(heads)))
     lines.append("mIoU".ljust(width) + "".join(f"{100.0 * float(summary[h]):10.2f}" for h in heads))
     if len(averaged) != len(names):

@@ -38,20 +38,33 @@ def assets(tmp_path_factory):
 
 def _main(args, cwd, timeout=900):
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, str(REPO / "main.py"), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(REPO / "main.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_predict_command(assets, tmp_path):
     out = tmp_path / "out"
     proc = _main(
         [
-            "--config", str(REPO / "configs" / "deepglobe.py"), "--mode=predict",
-            "--image", str(assets / "imgs" / "im*.png"), "--workdir", str(out),
+            "--config",
+            str(REPO / "configs" / "deepglobe.py"),
+            "--mode=predict",
+            "--image",
+            str(assets / "imgs" / "im*.png"),
+            "--workdir",
+            str(out),
             f"--config.checkpoint.backbone={assets / 'backbone'}",
             f"--config.checkpoint.refiners={assets / 'refiner'}",
-            "--config.magnet.scales=64-64,128-128,256-256", "--config.magnet.n_patches=2",
-            "--config.magnet.compat=reference", *SMALL,
+            "--config.magnet.scales=64-64,128-128,256-256",
+            "--config.magnet.n_patches=2",
+            "--config.magnet.compat=reference",
+            *SMALL,
         ],
         cwd=tmp_path,
     )
@@ -62,7 +75,12 @@ def test_predict_command(assets, tmp_path):
         assert sorted(preds.files) == ["stage0", "stage1", "stage2"]
         assert preds["stage0"].shape == (64, 64) and preds["stage2"].shape == (256, 256)
         assert preds["stage1"].dtype == np.uint8 and preds["stage1"].max() < 7
-        for f in ("stage0_64x64_overlay.png", "stage2_256x256_overlay.png", "stage1_uncertainty.png", "stage2_error.png"):
+        for f in (
+            "stage0_64x64_overlay.png",
+            "stage2_256x256_overlay.png",
+            "stage1_uncertainty.png",
+            "stage2_error.png",
+        ):
             img = cv2.imread(str(folder / f))
             assert img is not None, f
         assert cv2.imread(str(folder / "stage0_64x64_overlay.png")).shape == (130, 150, 3)

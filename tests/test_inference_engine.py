@@ -73,7 +73,7 @@ def test_predict_full_shapes_and_points(models, compat):
     assert [s.argmax.shape for s in res.stages] == [(24, 40), (64, 96), (128, 192)]
     assert all(s.argmax.dtype == np.uint8 for s in res.stages)
     assert res.final_probs.shape == (128, 192, N_CLASSES)
-    for s, st in zip(res.stages[1:], plan.stages):
+    for s, st in zip(res.stages[1:], plan.stages, strict=False):
         assert s.points == st.budget  # full MagNet: every chosen point is written
         assert sorted(s.selected.tolist()) == list(range(st.n_total))
         assert s.uncertainty.shape == s.error.shape == st.size_hw
@@ -89,7 +89,7 @@ def test_fast_modes_differ_as_documented(models):
     image = _image()
     ref = MagNetPredictor(_plan(n_patches=2, compat="reference"), backbone, refiners).predict(image)
     pap = MagNetPredictor(_plan(n_patches=2, compat="paper"), backbone, refiners).predict(image)
-    for r, p in zip(ref.stages[1:], pap.stages[1:]):
+    for r, p in zip(ref.stages[1:], pap.stages[1:], strict=False):
         assert len(r.selected) == len(p.selected) == 2
         assert r.points <= p.points  # reference zeroes the error inside the refined patches
     # paper: budget fits inside the refined patches at stage 1 (2 of 4 patches, 50% of pixels)
@@ -111,7 +111,7 @@ def test_shared_refiner_batch_padding_and_fused_stages(models):
     # each stage into a single jit
     a = MagNetPredictor(_plan(patch_batch_size=3), backbone, refiners[:1], split_stages=True).predict(_image())
     b = MagNetPredictor(_plan(patch_batch_size=16), backbone, refiners[:1], split_stages=False).predict(_image())
-    for x, y in zip(a.stages, b.stages):
+    for x, y in zip(a.stages, b.stages, strict=False):
         np.testing.assert_allclose(np.asarray(x.probs), np.asarray(y.probs), atol=1e-5)
         assert (x.argmax != y.argmax).mean() < 1e-3
 
@@ -137,8 +137,16 @@ def test_evaluate_source_metrics_and_pictures(models, tmp_path):
         label[75:, 57:] = 2
         label[:5] = 255  # ignored
         samples.append({"image": img, "label": label, "name": f"img{i}"})
-    res = evaluate_source(pred, _ListSource(samples), num_classes=N_CLASSES, miou_classes_=[1, 2, 3],
-                          ignore_label=255, pictures_dir=str(tmp_path / "pics"), num_pictures=1, progress=False)
+    res = evaluate_source(
+        pred,
+        _ListSource(samples),
+        num_classes=N_CLASSES,
+        miou_classes_=[1, 2, 3],
+        ignore_label=255,
+        pictures_dir=str(tmp_path / "pics"),
+        num_pictures=1,
+        progress=False,
+    )
     assert res["num_images"] == 2
     for key in ("coarse", "refined"):
         cm = np.array(res[key]["confusion"])
@@ -159,9 +167,21 @@ def test_run_evaluate_with_injected_predictor(models, tmp_path):
     c.data.name, c.data.num_classes, c.data.miou_classes = "custom", N_CLASSES, ""
     c.eval.save_pictures = True
     label = np.ones((150, 170), np.uint8)
-    out = run_evaluate(c, str(tmp_path), predictor=pred,
-                       source=_ListSource([{"image": _image(), "label": label, "name": "a"}]))
+    out = run_evaluate(
+        c, str(tmp_path), predictor=pred, source=_ListSource([{"image": _image(), "label": label, "name": "a"}])
+    )
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["refined"]["miou"] == pytest.approx(out["refined"]["miou"])
     assert saved["miou_classes"] == list(range(N_CLASSES))
     assert (tmp_path / "pictures" / "a.png").exists()
+
+
+def test_refresh_weights_picks_up_new_values(models):
+    backbone, refiners = models
+    ref = TinyRefiner(N_CLASSES, 5)
+    pred = MagNetPredictor(_plan(), backbone, [ref])
+    before = np.asarray(pred.predict(_image()).final_probs)
+    ref.conv.kernel[...] = ref.conv.kernel[...] * 3.0
+    pred.refresh_weights()
+    after = np.asarray(pred.predict(_image()).final_probs)
+    assert np.abs(after - before).max() > 1e-3

@@ -21,8 +21,15 @@ def test_patch_grid_matches_fixture(ops_npz):
 
 
 def test_deepglobe_plan():
-    plan = make_plan([(612, 612), (1224, 1224), (2448, 2448)], (612, 612), (508, 508), 7, n_points=0.75,
-                     smooth_kernel=11, compat="reference")
+    plan = make_plan(
+        [(612, 612), (1224, 1224), (2448, 2448)],
+        (612, 612),
+        (508, 508),
+        7,
+        n_points=0.75,
+        smooth_kernel=11,
+        compat="reference",
+    )
     assert [(s.n_total, s.k) for s in plan.stages] == [(4, 4), (16, 16)]
     assert [s.budget for s in plan.stages] == [int(1224 * 1224 * 0.75), int(2448 * 2448 * 0.75)]
     assert not any(s.zero_error_in_mask or s.filter_points_by_mask for s in plan.stages)
@@ -31,8 +38,9 @@ def test_deepglobe_plan():
 
 
 def test_fast_plan_and_budgets():
-    plan = make_plan([(256, 128), (512, 256), (1024, 512)], (256, 128), (256, 128), 19, n_patches=3, n_points=0.9,
-                     compat="reference")
+    plan = make_plan(
+        [(256, 128), (512, 256), (1024, 512)], (256, 128), (256, 128), 19, n_patches=3, n_points=0.9, compat="reference"
+    )
     assert [(s.n_total, s.k) for s in plan.stages] == [(4, 3), (16, 3)]
     assert plan.stages[0].budget == int(512 * 256 * 0.9 * 3 / 4)
     assert all(s.zero_error_in_mask and s.filter_points_by_mask for s in plan.stages)

@@ -33,8 +33,15 @@ def test_certainty_matches_fixture(ops_npz):
 
 def _stage_for(ratios: np.ndarray, size_wh: tuple[int, int]) -> StagePlan:
     return StagePlan(
-        index=1, scale_wh=size_wh, ratios=np.asarray(ratios, np.float64), crops_px=(), k=len(ratios), budget=0,
-        smooth_kernel=3, zero_error_in_mask=False, filter_points_by_mask=False,
+        index=1,
+        scale_wh=size_wh,
+        ratios=np.asarray(ratios, np.float64),
+        crops_px=(),
+        k=len(ratios),
+        budget=0,
+        smooth_kernel=3,
+        zero_error_in_mask=False,
+        filter_points_by_mask=False,
     )
 
 

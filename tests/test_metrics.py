@@ -62,6 +62,10 @@ def test_accumulator_and_table():
     acc.update(np.array([1, 255]), np.array([1, 0]))
     assert acc.matrix.sum() == 5
     assert acc.miou() == pytest.approx(np.mean(metrics.iou_per_class(acc.matrix)[[1, 2]]))
-    table = metrics.format_iou_table(["a", "b", "c"], {"coarse": acc.iou(), "refined": acc.iou()}, [1, 2],
-                                     {"coarse": acc.miou(), "refined": acc.miou()})
+    table = metrics.format_iou_table(
+        ["a", "b", "c"],
+        {"coarse": acc.iou(), "refined": acc.iou()},
+        [1, 2],
+        {"coarse": acc.miou(), "refined": acc.miou()},
+    )
     assert "mIoU" in table and "a *" in table

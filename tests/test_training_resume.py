@@ -78,8 +78,9 @@ def _config(root: Path, **train):
 
 
 def _weights(path: Path, name: str) -> list[np.ndarray]:
-    from magnet_jax.checkpoints import load_model_weights
     from flax import nnx
+
+    from magnet_jax.checkpoints import load_model_weights
 
     model = load_model_weights(str(path), name, 5)
     return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat)))]
@@ -98,7 +99,9 @@ def test_straight_equals_half_restart_half(tmp_path, data_root):
     run_train(_config(data_root), str(straight))  # 4 epochs x 2 steps
     run_train(_config(data_root, max_steps=4), str(split))
     run_train(_config(data_root), str(split))
-    _assert_same(_weights(straight / "weights" / "backbone", "small"), _weights(split / "weights" / "backbone", "small"))
+    _assert_same(
+        _weights(straight / "weights" / "backbone", "small"), _weights(split / "weights" / "backbone", "small")
+    )
 
     # the refiner on that backbone (OHEM loss, frozen backbone inside the step)
     backbone = str(straight / "weights" / "backbone")
@@ -162,4 +165,6 @@ def test_sigkill_resumes_from_last_complete_checkpoint(tmp_path, data_root):
 
     straight = tmp_path / "straight"
     run_train(_config(data_root, epochs=500, max_steps=target), str(straight))
-    _assert_same(_weights(straight / "weights" / "backbone", "small"), _weights(workdir / "weights" / "backbone", "small"))
+    _assert_same(
+        _weights(straight / "weights" / "backbone", "small"), _weights(workdir / "weights" / "backbone", "small")
+    )

@@ -18,6 +18,7 @@ compilation cache so that a new process reuses compiled stages from disk.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -109,7 +110,9 @@ def prepare_patches(image: np.ndarray, plan: MagNetPlan) -> list[np.ndarray]:
     out = [normalize(first[None])]
     for stage in plan.stages:
         scaled = resize_image(image, stage.scale_wh)
-        crops = [resize_image(np.ascontiguousarray(scaled[y0:y1, x0:x1]), plan.input_wh) for x0, y0, x1, y1 in stage.crops_px]
+        crops = [
+            resize_image(np.ascontiguousarray(scaled[y0:y1, x0:x1]), plan.input_wh) for x0, y0, x1, y1 in stage.crops_px
+        ]
         out.append(normalize(np.stack(crops)))
     return out
 
@@ -150,13 +153,25 @@ class MagNetPredictor:
         self._stage_fns = []
         split_cache: dict[int, tuple] = {}
         for st in plan.stages:
-            ref = refiners[min(len(refiners), st.index) - 1]
+            ref = self._refiner_of(st.index)
             if id(ref) not in split_cache:
                 split_cache[id(ref)] = nnx.split(ref)
             ref_graph, ref_state = split_cache[id(ref)]
             self._ref_states.append(ref_state)
             self._stage_fns.append(make_refine_stage_fn(st, plan, bb_graph, ref_graph, split=split_stages))
         self._final_fns: dict[tuple[int, int], object] = {}
+
+    def _refiner_of(self, stage_index: int) -> nnx.Module:
+        return self.refiners[min(len(self.refiners), stage_index) - 1]
+
+    def refresh_weights(self) -> None:
+        """Re-reads the models' current weights (e.g. between training epochs); compiled stages are reused.
+
+        The graph (and so train/eval mode) stays the one captured at construction: build the predictor
+        from models in eval mode.
+        """
+        self._bb_state = nnx.state(self.backbone)
+        self._ref_states = [nnx.state(self._refiner_of(st.index)) for st in self.plan.stages]
 
     @classmethod
     def from_config(cls, config, *, backbone: nnx.Module | None = None, refiners=None) -> MagNetPredictor:
@@ -167,7 +182,9 @@ class MagNetPredictor:
         n = int(config.data.num_classes)
         if backbone is None:
             if not str(config.checkpoint.backbone).strip():
-                raise ValueError("config.checkpoint.backbone is empty: give the backbone checkpoint (.pth or converted)")
+                raise ValueError(
+                    "config.checkpoint.backbone is empty: give the backbone checkpoint (.pth or converted)"
+                )
             backbone = load_model_weights(str(config.checkpoint.backbone).strip(), config.model.backbone, n)
         if refiners is None:
             if plan.stages:
@@ -188,6 +205,16 @@ class MagNetPredictor:
         Per-stage timings wait for each stage to finish (the next stage needs its output anyway).
         With `keep_probs=False` intermediate stages drop their probability maps (saves memory).
         """
+        with self._precision():
+            return self._predict(image, keep_probs)
+
+    def _precision(self):
+        """Reference mode computes in full float32 on accelerators too (no TF32), like the original."""
+        if self.plan.compat == "reference":
+            return jax.default_matmul_precision("highest")
+        return contextlib.nullcontext()
+
+    def _predict(self, image: np.ndarray, keep_probs: bool) -> MagNetResult:
         t0 = time.perf_counter()
         host = self.prepare(image)
         t1 = time.perf_counter()
@@ -196,7 +223,7 @@ class MagNetPredictor:
         am = np.asarray(am)
         t2 = time.perf_counter()
         stages = [StageResult(0, self.plan.input_hw, probs, am, seconds=t2 - t1)]
-        for i, (st, fn) in enumerate(zip(self.plan.stages, self._stage_fns)):
+        for i, (st, fn) in enumerate(zip(self.plan.stages, self._stage_fns, strict=False)):
             ts = time.perf_counter()
             out = fn(self._bb_state, self._ref_states[i], probs, patches[i + 1])
             probs = out["probs"]
@@ -224,7 +251,8 @@ class MagNetPredictor:
         key = (int(probs.shape[0]), int(probs.shape[1]), int(size_hw[0]), int(size_hw[1]))
         if key not in self._final_fns:
             self._final_fns[key] = make_final_fn((key[2], key[3]))
-        return np.asarray(self._final_fns[key](probs))
+        with self._precision():
+            return np.asarray(self._final_fns[key](probs))
 
     def final_argmax(self, result: MagNetResult, size_hw: tuple[int, int] | None = None) -> np.ndarray:
         """The original's final prediction: P resized to the last scale (or `size_hw`), argmax."""

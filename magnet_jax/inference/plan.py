@@ -20,8 +20,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from magnet_jax.config import parse_size, parse_sizes
-
 COMPAT_MODES = ("paper", "reference")
 
 
@@ -118,10 +116,7 @@ class MagNetPlan:
 def point_budget(scale_wh: tuple[int, int], n_points: float, k: int, n_total: int) -> int:
     """The original's point count for a stage (Python float arithmetic in its order), capped at the pixel count."""
     w, h = scale_wh
-    if n_points > 1.0:
-        budget = min(int(n_points), w * h * k / n_total)
-    else:
-        budget = w * h * n_points * k / n_total
+    budget = min(int(n_points), w * h * k / n_total) if n_points > 1.0 else w * h * n_points * k / n_total
     return int(max(0, min(int(budget), w * h)))
 
 
@@ -143,7 +138,7 @@ def make_plan(
     input_wh = (int(input_wh[0]), int(input_wh[1]))
     if not scales:
         raise ValueError("config.magnet.scales: at least one scale is needed")
-    for (w0, h0), (w1, h1) in zip(scales, scales[1:]):
+    for (w0, h0), (w1, h1) in zip(scales, scales[1:], strict=False):
         if w1 <= w0 or h1 <= h0:
             txt = ",".join(f"{w}-{h}" for w, h in scales)
             raise ValueError(f"config.magnet.scales: scales must increase in width and height, got {txt!r}")
@@ -210,6 +205,8 @@ def make_plan(
 
 def plan_from_config(config) -> MagNetPlan:
     """`make_plan` from `config.magnet.*` and `config.data.num_classes`."""
+    from magnet_jax.config import parse_size, parse_sizes  # lazily: the plan itself needs no ml_collections
+
     m = config.magnet
     return make_plan(
         parse_sizes(m.scales, "magnet.scales"),

@@ -48,9 +48,7 @@ def expand_images(items: Sequence[str]) -> list[str]:
         if not item:
             continue
         if os.path.isdir(item):
-            found = sorted(
-                os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTENSIONS)
-            )
+            found = sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTENSIONS))
             if not found:
                 missing.append(f"{item} (a folder without image files)")
             paths.extend(found)
@@ -95,10 +93,7 @@ def save_prediction(predictor: MagNetPredictor, result, image: np.ndarray, out_d
     last_hw = plan.last_hw
     for s in result.stages:
         scale_w, scale_h = plan.scales[s.index]
-        if tuple(s.argmax.shape) == tuple(last_hw):
-            pred = s.argmax
-        else:
-            pred = predictor.argmax_at(s.probs, last_hw)
+        pred = s.argmax if tuple(s.argmax.shape) == tuple(last_hw) else predictor.argmax_at(s.probs, last_hw)
         visualize.save_png(
             os.path.join(out_dir, f"stage{s.index}_{scale_w}x{scale_h}_overlay.png"),
             visualize.overlay(image, pred, palette),
@@ -108,7 +103,9 @@ def save_prediction(predictor: MagNetPredictor, result, image: np.ndarray, out_d
                 os.path.join(out_dir, f"stage{s.index}_uncertainty.png"), visualize.heatmap(np.asarray(s.uncertainty))
             )
         if s.error is not None:
-            visualize.save_png(os.path.join(out_dir, f"stage{s.index}_error.png"), visualize.heatmap(np.asarray(s.error)))
+            visualize.save_png(
+                os.path.join(out_dir, f"stage{s.index}_error.png"), visualize.heatmap(np.asarray(s.error))
+            )
 
 
 def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
@@ -125,7 +122,7 @@ def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
     palette = visualize.palette_for_config(config)
     out_dirs = _output_dirs(paths, workdir)
     summary = {"plan": predictor.plan.describe(), "model_setup_s": setup_s, "images": []}
-    for path, out_dir in zip(paths, out_dirs):
+    for path, out_dir in zip(paths, out_dirs, strict=False):
         image = read_image_rgb(path)
         result = predictor.predict(image)
         save_prediction(predictor, result, image, out_dir, palette)

@@ -475,7 +475,12 @@ def make_refine_stage_fn(
         refined = refine_j(backbone_state, refiner_state, probs, patches, selected)
         return finish_j(probs, unc, selected, refined)
 
-    chained.phases = {"upsample": upsample_j, "select": select_j, "refine": refine_j, "finish": finish_j}  # for profiling
+    chained.phases = {
+        "upsample": upsample_j,
+        "select": select_j,
+        "refine": refine_j,
+        "finish": finish_j,
+    }  # for profiling
     return chained
 
 

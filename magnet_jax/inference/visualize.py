@@ -54,17 +54,19 @@ def palette_for_config(config) -> np.ndarray:
         elif str(config.data.color_table or "").strip():
             colors, classes = labels.parse_color_table(str(config.data.color_table))
             pal = default_palette(n)
-            for color, cls in zip(colors, classes):
+            for color, cls in zip(colors, classes, strict=False):
                 if 0 <= cls < n:
                     pal[cls] = color
     except (ImportError, AttributeError, ValueError):
         pal = None
     if pal is None or pal.shape[0] < n:
-        pal = default_palette(n) if pal is None else np.concatenate([pal, default_palette(n)[pal.shape[0]:]])
+        pal = default_palette(n) if pal is None else np.concatenate([pal, default_palette(n)[pal.shape[0] :]])
     return pal[:n]
 
 
-def colorize(label: np.ndarray, palette: np.ndarray, ignore_color: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+def colorize(
+    label: np.ndarray, palette: np.ndarray, ignore_color: tuple[int, int, int] = (255, 255, 255)
+) -> np.ndarray:
     """Class ids `[H, W]` -> RGB `[H, W, 3]`; ids outside the palette (ignore) get `ignore_color`."""
     lut = np.empty((256, 3), np.uint8)
     lut[:] = ignore_color

@@ -43,7 +43,14 @@ from magnet_jax.training.mesh import (
     shard_batch,
 )
 from magnet_jax.training.optim import make_optimizer
-from magnet_jax.training.state import ModelDef, TrainState, init_train_state, split_model
+from magnet_jax.training.state import (
+    ModelDef,
+    TrainState,
+    data_to_keys,
+    init_train_state,
+    keys_to_data,
+    split_model,
+)
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -493,16 +500,23 @@ def validate_backbone(config, workdir: Path, model_def: ModelDef, state: TrainSt
     """Coarse (stage-0) mIoU of the backbone on `config.data` val images."""
     from magnet_jax.training import evaluation
 
-    model = model_def.merge(state, train=False)
-    return evaluation.validate_backbone(config, workdir, model)
+    return evaluation.validate_backbone(config, workdir, _host_model(model_def, state))
 
 
 def validate_refiner(config, workdir: Path, run: str, stage: int | None, ref_def: ModelDef, state: TrainState) -> dict:
     """MagNet mIoU on val images with this refiner (stages up to `stage`; earlier stages' trained refiners)."""
     from magnet_jax.training import evaluation
 
-    refiner = ref_def.merge(state, train=False)
-    return evaluation.validate_refiner(config, workdir, stage, refiner)
+    return evaluation.validate_refiner(config, workdir, stage, _host_model(ref_def, state))
+
+
+def _host_model(model_def: ModelDef, state: TrainState) -> nnx.Module:
+    """The trained module in eval mode on this process's default device (for the single-image predictor)."""
+    from magnet_jax.training.mesh import to_host
+
+    params, batch_stats = to_host((state.params, state.batch_stats))
+    rngs = data_to_keys(to_host(keys_to_data(state.rngs)), state.rngs)
+    return model_def.merge(train=False, params=params, batch_stats=batch_stats, rngs=rngs)
 
 
 # ---------------------------------------------------------------- entry point
