@@ -173,7 +173,7 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compat", default="reference", choices=["reference", "paper"])
-    parser.add_argument("--patch-batch-size", type=int, default=8)
+    parser.add_argument("--patch-batch-size", type=int, default=0, help="0: auto (1 on CPU, 8 on GPU)")
     parser.add_argument("--precision", default="", help="jax default_matmul_precision, e.g. 'highest' on GPUs")
     args = parser.parse_args()
     import jax

@@ -49,6 +49,7 @@ def _args(argv=None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=2448, help="--with-data: source image size")
     p.add_argument("--workers", type=int, default=2, help="--with-data: grain worker processes")
     p.add_argument("--cpus", type=int, default=0, help="pin the process to this many CPU cores first (Linux)")
+    p.add_argument("--native-conv", action="store_true", help="XLA's own conv gradients (no training.fastconv)")
     p.add_argument("--json", default="", help="also write the rows to this JSON file")
     return p.parse_args(argv)
 
@@ -107,7 +108,8 @@ def _build(kind: str, args, mesh):
     if kind == "backbone":
         state = replicate(init_train_state(p, bs, r, tx), mesh)
         step = make_backbone_step(
-            bdef, tx, sched, num_classes=args.classes, ignore_label=255, aux_weight=0.4, mesh=mesh
+            bdef, tx, sched, num_classes=args.classes, ignore_label=255, aux_weight=0.4, mesh=mesh,
+            fast_conv=not args.native_conv,
         )
         return state, step
     rdef, rp, rbs, rr = split_model(build_model("refinement", args.classes), "refinement")
@@ -116,6 +118,7 @@ def _build(kind: str, args, mesh):
     jstep = make_refiner_step(
         bdef, rdef, tx, sched, num_classes=args.classes, ignore_label=255, input_hw=(args.input, args.input),
         input_order="fine_first", ohem_thresh=0.7, ohem_min_kept=100000, mesh=mesh,
+        fast_conv=not args.native_conv,
     )
     del jax
     return state, (lambda st, batch: jstep(st, frozen, batch))
@@ -186,6 +189,7 @@ def main(argv=None) -> int:
             "backbone": args.backbone,
             "input": args.input,
             "batch": args.batch,
+            "conv": "native" if args.native_conv or jax.default_backend() != "cpu" else "training.fastconv",
             "first_steps_s": round(time.perf_counter() - t0 - sum(times), 2),
             "step_s": round(med, 3),
             "samples_per_s": round(args.batch / med, 4),

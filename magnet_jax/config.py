@@ -55,7 +55,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.magnet.n_points = 100000.0  # > 1: a count of points; <= 1: a fraction of the pixels
     c.magnet.smooth_kernel = 5
     c.magnet.compat = "paper"  # paper (defects fixed) | reference (the original, defects included)
-    c.magnet.patch_batch_size = 8  # patches per backbone call (one compiled batch shape)
+    c.magnet.patch_batch_size = 0  # patches per backbone call (one compiled shape); 0 = auto (CPU 1, GPU 8)
 
     # --- checkpoints to start from ---
     c.checkpoint = ml_collections.ConfigDict()
@@ -94,7 +94,7 @@ def default_config() -> ml_collections.ConfigDict:
     # backbone samples: crop (the original: a crop of backbone_crop_sizes resized to the input, scale jitter)
     # | scales (MagNet's views: the image resized to a scale of magnet.scales, a crop_size crop, resized)
     c.train.backbone_sampling = "crop"
-    c.train.fast_conv = True  # faster convolution gradients on CPU (magnet_jax/training/fastconv.py)
+    c.train.fast_conv = True  # CPU only: faster convolution gradients (magnet_jax/training/fastconv.py)
     # target "all" (synthetic demo): overrides of config.train.* for its backbone phase, e.g. epochs, lr
     c.train.backbone_phase = ml_collections.ConfigDict()
 
@@ -159,8 +159,8 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.magnet.smooth_kernel: expected >= 1, got {c.magnet.smooth_kernel}")
     if c.magnet.compat not in ("paper", "reference"):
         raise ValueError(f"config.magnet.compat: expected 'paper' or 'reference', got {c.magnet.compat!r}")
-    if c.magnet.patch_batch_size < 1:
-        raise ValueError(f"config.magnet.patch_batch_size: expected >= 1, got {c.magnet.patch_batch_size}")
+    if c.magnet.patch_batch_size < 0:
+        raise ValueError(f"config.magnet.patch_batch_size: expected >= 1 (or 0: auto), got {c.magnet.patch_batch_size}")
     # The MagNet plan checks the rest (n_points finite, n_patches within the largest patch grid, ...).
     from magnet_jax.inference.plan import plan_from_config
 

@@ -83,7 +83,7 @@ class MagNetPlan:
     n_patches: int
     n_points: float
     compat: str
-    patch_batch_size: int
+    patch_batch_size: int  # 0: auto (1 on CPU, where batching does not pay, 8 on accelerators)
     stage0_ratios: np.ndarray  # [N0, 4] grid of scale 0; the backbone sees its first patch
     stages: tuple[StagePlan, ...]
 
@@ -130,7 +130,7 @@ def make_plan(
     n_points: float = 100000.0,
     smooth_kernel: int = 5,
     compat: str = "paper",
-    patch_batch_size: int = 8,
+    patch_batch_size: int = 0,
 ) -> MagNetPlan:
     """Builds and validates the plan; raises ValueError naming the offending `config.magnet` field."""
     scales = tuple((int(w), int(h)) for w, h in scales)
@@ -155,8 +155,8 @@ def make_plan(
         raise ValueError(f"config.magnet.compat: expected 'paper' or 'reference', got {compat!r}")
     if not isinstance(smooth_kernel, (int, np.integer)) or smooth_kernel < 1:
         raise ValueError(f"config.magnet.smooth_kernel: expected a positive integer, got {smooth_kernel!r}")
-    if patch_batch_size < 1:
-        raise ValueError(f"config.magnet.patch_batch_size: expected >= 1, got {patch_batch_size}")
+    if patch_batch_size < 0:
+        raise ValueError(f"config.magnet.patch_batch_size: expected >= 1 (or 0: auto), got {patch_batch_size}")
     n_points = float(n_points)
     if not math.isfinite(n_points) or n_points <= 0:
         raise ValueError(

@@ -372,8 +372,12 @@ def make_stage0_fn(backbone_graphdef) -> Callable:
 
 
 def effective_batch(stage: StagePlan, patch_batch_size: int) -> int:
-    """Sub-batch size of a stage: the configured size, but never more than the patches refined."""
-    return max(1, min(int(patch_batch_size), stage.k))
+    """Sub-batch size of a stage: the configured size (0: 1 on CPU, where larger batches only cost memory
+    and time, 8 on accelerators), but never more than the patches refined."""
+    size = int(patch_batch_size)
+    if size <= 0:
+        size = 1 if jax.default_backend() == "cpu" else 8
+    return max(1, min(size, stage.k))
 
 
 def make_refine_stage_fn(

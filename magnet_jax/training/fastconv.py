@@ -15,8 +15,8 @@ full resolution, so its training step was dominated by them.
 Results equal `lax.conv_general_dilated` up to float32 rounding.
 
 `fast_conv_gradients()` makes `magnet_jax.models.layers.Conv2d` use it while a training step is
-traced (`config.train.fast_conv`, on by default); inference and the models themselves are
-unchanged.
+traced on the CPU backend (`config.train.fast_conv`, on by default); inference, GPU runs and the
+models themselves are unchanged.
 """
 
 from __future__ import annotations
@@ -123,8 +123,11 @@ def conv2d(
 
 @contextlib.contextmanager
 def fast_conv_gradients(enabled: bool = True):
-    """While active (during the tracing of a training step), `layers.Conv2d` computes with `conv2d`."""
-    if not enabled:
+    """While active (during the tracing of a training step), `layers.Conv2d` computes with `conv2d`.
+
+    Only on the CPU backend: on GPUs XLA's own convolution gradients (cuDNN) are the fast ones.
+    """
+    if not enabled or jax.default_backend() != "cpu":
         yield
         return
     from magnet_jax.models import layers
