@@ -89,6 +89,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.stage = 0  # per-stage refiners: train only this stage (1-based); 0 = every stage in turn
     c.train.lr_schedule = "auto"  # auto (poly for backbones, multistep for refiners) | multistep | poly | constant
     c.train.refiner_loss = "ohem"  # ohem (the original) | ce
+    c.train.backbone_loss = "ce"  # ce (the spec) | ohem (ohem_thresh / ohem_min_kept, on each head)
+    c.train.optimizer = "sgd"  # sgd (the original: momentum, coupled weight decay) | adam (same decay)
     c.train.init_backbone = ""  # backbone training: start from these weights (.pth or converted folder)
     c.train.progress = True  # tqdm progress bar
     # backbone samples: crop (the original: a crop of backbone_crop_sizes resized to the input, scale jitter)
@@ -182,8 +184,13 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         )
     if c.train.backbone_sampling not in ("crop", "scales"):
         raise ValueError(f"config.train.backbone_sampling: expected 'crop' or 'scales', got {c.train.backbone_sampling!r}")
-    if c.train.refiner_loss not in ("ohem", "ce"):
-        raise ValueError(f"config.train.refiner_loss: expected 'ohem' or 'ce', got {c.train.refiner_loss!r}")
+    if c.train.refiner_loss not in ("ohem", "ce") or c.train.backbone_loss not in ("ohem", "ce"):
+        raise ValueError(
+            "config.train.refiner_loss / backbone_loss: expected 'ohem' or 'ce', got "
+            f"{c.train.refiner_loss!r} / {c.train.backbone_loss!r}"
+        )
+    if c.train.optimizer not in ("sgd", "adam"):
+        raise ValueError(f"config.train.optimizer: expected 'sgd' or 'adam', got {c.train.optimizer!r}")
     if not 0 <= c.train.stage <= n_stages:
         raise ValueError(f"config.train.stage: expected 0 (every stage) or 1..{n_stages}, got {c.train.stage}")
     if c.train.epochs < 1:

@@ -129,3 +129,17 @@ def test_batch_must_divide_devices():
     fake = type("M", (), {"devices": np.empty(8, object)})()
     with pytest.raises(ValueError, match=r"batch_size=12 is not divisible by the 8 devices"):
         check_batch_size(12, fake)
+
+
+def test_refiner_runs_per_stage_and_shared():
+    from magnet_jax.training.run import _stage_config, refiner_runs
+
+    c = default_config()  # Cityscapes-like: 4 scales, one refiner per stage
+    assert refiner_runs(c) == [("refiner_stage1", 1), ("refiner_stage2", 2), ("refiner_stage3", 3)]
+    c.train.stage = 2
+    assert refiner_runs(c) == [("refiner_stage2", 2)]
+    # a per-stage run draws its fine scale from that stage only (the original: one run per scale)
+    assert _stage_config(c, 2).magnet.scales == "256-128,1024-512"
+    c.train.shared_refiner = True
+    assert refiner_runs(c) == [("refiner", None)]
+    assert _stage_config(c, None).magnet.scales == c.magnet.scales

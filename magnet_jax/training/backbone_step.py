@@ -34,9 +34,23 @@ def make_backbone_step(
     mesh: Mesh | None = None,
     with_metrics: bool = True,
     fast_conv: bool = True,
+    loss: str = "ce",
+    ohem_thresh: float = 0.7,
+    ohem_min_kept: int = 100000,
 ):
-    """Returns `step(state, batch) -> (state, metrics)`; `batch` = {"image" [B,H,W,3], "label" [B,H,W]}."""
+    """Returns `step(state, batch) -> (state, metrics)`; `batch` = {"image" [B,H,W,3], "label" [B,H,W]}.
+
+    `loss`: "ce" (the spec's recipe) or "ohem" (OHEM cross-entropy on each head, as HRNet's
+    Cityscapes configs use).
+    """
     from magnet_jax import losses
+
+    def head_loss(logits, labels):
+        if loss == "ohem":
+            return losses.ohem_cross_entropy(
+                logits, labels, ignore_label=ignore_label, thresh=ohem_thresh, min_kept=ohem_min_kept
+            )
+        return losses.cross_entropy(logits, labels, ignore_label)
 
     def step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, Any]]:
         with fast_conv_gradients(fast_conv):  # active while this function is traced
@@ -49,9 +63,9 @@ def make_backbone_step(
             model = backbone.merge(train=True, params=params, batch_stats=state.batch_stats, rngs=state.rngs)
             heads = model(batch["image"], return_heads=True)
             out = heads["out"]
-            loss_v = losses.cross_entropy(out, labels, ignore_label)
+            loss_v = head_loss(out, labels)
             if heads.get("aux") is not None and aux_weight:
-                loss_v = loss_v + aux_weight * losses.cross_entropy(heads["aux"], labels, ignore_label)
+                loss_v = loss_v + aux_weight * head_loss(heads["aux"], labels)
             _, batch_stats, rngs = split_variables(model)
             return loss_v, (out, batch_stats, rngs)
 

@@ -75,6 +75,13 @@ def make_schedule(config, steps_per_epoch: int, total_steps: int) -> Callable[[j
 
 
 def make_optimizer(config, steps_per_epoch: int, total_steps: int):
-    """(optax transformation, schedule) for `config.train`."""
+    """(optax transformation, schedule) for `config.train`: `optimizer` sgd (the original) or adam
+    (Adam with the same coupled weight decay, for short from-scratch runs such as the synthetic demo)."""
     schedule = make_schedule(config, steps_per_epoch, total_steps)
-    return sgd_coupled(schedule, config.train.momentum, config.train.weight_decay), schedule
+    kind = str(config.train.get("optimizer", "sgd"))
+    if kind == "sgd":
+        return sgd_coupled(schedule, config.train.momentum, config.train.weight_decay), schedule
+    if kind == "adam":
+        parts = [optax.add_decayed_weights(config.train.weight_decay)] if config.train.weight_decay else []
+        return optax.chain(*parts, optax.adam(schedule)), schedule
+    raise ValueError(f"config.train.optimizer: expected 'sgd' or 'adam', got {kind!r}")

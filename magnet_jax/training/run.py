@@ -333,6 +333,9 @@ def train_backbone(config, workdir: Path, mesh) -> Path:
         aux_weight=float(config.train.aux_weight),
         mesh=mesh,
         fast_conv=bool(config.train.get("fast_conv", True)),
+        loss=str(config.train.get("backbone_loss", "ce")),
+        ohem_thresh=float(config.train.ohem_thresh),
+        ohem_min_kept=int(config.train.ohem_min_kept),
     )
     classes = _miou_classes(config)
 
