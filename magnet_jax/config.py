@@ -141,7 +141,7 @@ def parse_int_list(text: str, field: str) -> list[int]:
 def validate_config(c: ml_collections.ConfigDict) -> None:
     """Raises ValueError naming the first contradictory or out-of-range field."""
     scales = parse_sizes(c.magnet.scales, "magnet.scales")
-    for (w0, h0), (w1, h1) in zip(scales, scales[1:]):
+    for (w0, h0), (w1, h1) in zip(scales, scales[1:], strict=False):
         if w1 <= w0 or h1 <= h0:
             raise ValueError(
                 f"config.magnet.scales: scales must increase in width and height, got {c.magnet.scales!r}"
@@ -156,7 +156,9 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     if c.magnet.n_patches < -1:
         raise ValueError(f"config.magnet.n_patches: expected -1 (all) or >= 0, got {c.magnet.n_patches}")
     if c.magnet.n_points <= 0:
-        raise ValueError(f"config.magnet.n_points: expected > 0 (count if > 1, fraction if <= 1), got {c.magnet.n_points}")
+        raise ValueError(
+            f"config.magnet.n_points: expected > 0 (count if > 1, fraction if <= 1), got {c.magnet.n_points}"
+        )
     if c.magnet.smooth_kernel < 1:
         raise ValueError(f"config.magnet.smooth_kernel: expected >= 1, got {c.magnet.smooth_kernel}")
     if c.magnet.compat not in ("paper", "reference"):
@@ -183,7 +185,9 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
             f"config.train.lr_schedule: expected auto, multistep, poly or constant, got {c.train.lr_schedule!r}"
         )
     if c.train.backbone_sampling not in ("crop", "scales"):
-        raise ValueError(f"config.train.backbone_sampling: expected 'crop' or 'scales', got {c.train.backbone_sampling!r}")
+        raise ValueError(
+            f"config.train.backbone_sampling: expected 'crop' or 'scales', got {c.train.backbone_sampling!r}"
+        )
     if c.train.refiner_loss not in ("ohem", "ce") or c.train.backbone_loss not in ("ohem", "ce"):
         raise ValueError(
             "config.train.refiner_loss / backbone_loss: expected 'ohem' or 'ce', got "
@@ -207,7 +211,8 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
             raise ValueError(f"config.train.backbone_phase.{key}: not a config.train field it could override")
     if c.train.refiner_input_order not in ("fine_first", "coarse_first"):
         raise ValueError(
-            f"config.train.refiner_input_order: expected 'fine_first' or 'coarse_first', got {c.train.refiner_input_order!r}"
+            "config.train.refiner_input_order: expected 'fine_first' or 'coarse_first', "
+            f"got {c.train.refiner_input_order!r}"
         )
     if c.train.batch_size < 1:
         raise ValueError(f"config.train.batch_size: expected >= 1, got {c.train.batch_size}")

@@ -387,3 +387,43 @@ def test_ensemble_selection_modes():
         assert float(np.abs(np.asarray(ref_out)[45:, :60]).max()) == 0.0
     with pytest.raises(ValueError):
         ensemble_patches(patches, ratios, (120, 90), valid=np.ones(4, bool), indices=sel)
+
+
+def test_ensemble_traced_indices_keep_selection_order():
+    # two overlapping patches: 12x8 map, crops 8x8 at x=0 and x=4
+    ratios = np.array([[0, 0, 8 / 12, 1], [4 / 12, 0, 1, 1]])
+    a = jnp.full((1, 8, 8, 2), jnp.array([1.0, 0.0]))
+    b = jnp.full((1, 8, 8, 2), jnp.array([0.0, 1.0]))
+    ab = jnp.concatenate([a, b])
+    fn = jax.jit(lambda p, i, m: ensemble_patches(p, ratios, (12, 8), m, indices=i), static_argnums=2)
+    # reference: the later selected patch wins the overlap (then divided by the shrunk-box count: 0 here)
+    out, _ = fn(ab, jnp.array([1, 0]), "reference")  # box 0 selected second: it holds b and wins
+    np.testing.assert_allclose(np.asarray(out[4, 5]), [0.0, 1.0])
+    np.testing.assert_allclose(np.asarray(out[4, 10]), [1.0, 0.0])
+    out, _ = fn(ab, jnp.array([0, 1]), "reference")
+    np.testing.assert_allclose(np.asarray(out[4, 5]), [0.0, 1.0])
+    out, mask = fn(ab, jnp.array([0, 1]), "average")
+    np.testing.assert_allclose(np.asarray(out[4, 5]), [0.5, 0.5])
+    np.testing.assert_allclose(np.asarray(out[4, 1]), [1.0, 0.0])
+    assert bool(mask.all())
+    out, mask = ensemble_patches(ab, ratios, (12, 8), "average", valid=jnp.array([True, False]))
+    assert not bool(mask[:, 9:].any()) and float(out[4, 10].sum()) == 0.0
+
+
+@pytest.mark.parametrize("mode", ["reference", "average"])
+def test_ensemble_grid_gather_equals_box_loop(mode):
+    from magnet_jax.ops.patches import _ensemble_boxes, _ensemble_grid, _regular_grid
+
+    size = (300, 140)
+    ratios = patch_grid(size, (128, 64))  # overlapping 3 x 3 grid
+    boxes = patch_boxes_int(ratios, size)
+    grid = _regular_grid(boxes, size)
+    assert grid is not None
+    k = 5
+    refined = resize_bilinear(jax.random.uniform(jax.random.PRNGKey(3), (k, 32, 48, 3)), grid[2], False)
+    slots = np.full(len(ratios), -1, np.int32)
+    slots[[7, 0, 4, 2, 8]] = np.arange(k)
+    got = _ensemble_grid(refined, jnp.asarray(slots), grid, size, mode)
+    want = _ensemble_boxes({grid[2]: refined}, jnp.asarray(slots), boxes, size, mode)
+    np.testing.assert_allclose(np.asarray(got[0]), np.asarray(want[0]), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))

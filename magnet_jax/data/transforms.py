@@ -9,11 +9,11 @@ a per-pixel table look-up.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from magnet_jax.ops.patches import patch_grid_px as patch_grid
 from magnet_jax.preprocess import normalize, resize_image, resize_label
 
 Size = tuple[int, int]  # (W, H)
@@ -141,20 +141,6 @@ def backbone_sample(example: dict, *, input_wh: Size, rng: np.random.Generator,
         image = image[:, ::-1]
         label = label[:, ::-1]
     return {"image": normalize(np.ascontiguousarray(image)), "label": np.ascontiguousarray(label).astype(np.int32)}
-
-
-def patch_grid(scale_wh: Size, crop_wh: Size) -> list[tuple[int, int, int, int]]:
-    """The original's patch grid (MAGNET_SPEC section 2): per axis n = ceil(S / C),
-    step = int(C - (n * C - S) / max(n - 1, 1)), origins i * step; x-major. Boxes (x0, y0, x1, y1) in pixels."""
-
-    def axis(s: int, c: int) -> list[int]:
-        n = math.ceil(s / c)
-        step = int(c - (n * c - s) / max(n - 1, 1.0))
-        return [i * step for i in range(n)]
-
-    xs, ys = axis(int(scale_wh[0]), int(crop_wh[0])), axis(int(scale_wh[1]), int(crop_wh[1]))
-    cw, ch = int(crop_wh[0]), int(crop_wh[1])
-    return [(x, y, x + cw, y + ch) for x in xs for y in ys]
 
 
 def scale_patches(image: np.ndarray, scale_wh: Size, crop_wh: Size, input_wh: Size) -> tuple[np.ndarray, np.ndarray]:

@@ -20,27 +20,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from magnet_jax.ops.patches import patch_boxes_px, patch_grid, patch_grid_px
+
 COMPAT_MODES = ("paper", "reference")
-
-
-def patch_grid_ratios(scale_wh: tuple[int, int], crop_wh: tuple[int, int]) -> np.ndarray:
-    """`[N, 4]` float64 ratios `(x0/W, y0/H, (x0+Cw)/W, (y0+Ch)/H)`, x-major, as the original's grid."""
-    w, h = scale_wh
-    return np.asarray(
-        [(x0 / w, y0 / h, x1 / w, y1 / h) for x0, y0, x1, y1 in patch_grid_pixels(scale_wh, crop_wh)], np.float64
-    )
-
-
-def patch_grid_pixels(scale_wh: tuple[int, int], crop_wh: tuple[int, int]) -> list[tuple[int, int, int, int]]:
-    """Integer crop boxes `(x0, y0, x1, y1)` in scale pixels, x-major (the order of the patch grid)."""
-    (sw, sh), (cw, ch) = scale_wh, crop_wh
-
-    def axis(s: int, c: int) -> list[int]:
-        n = math.ceil(s / c)
-        step = int(c - (n * c - s) / max(n - 1, 1.0))
-        return [i * step for i in range(n)]
-
-    return [(x, y, x + cw, y + ch) for x in axis(sw, cw) for y in axis(sh, ch)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +50,7 @@ class StagePlan:
     @property
     def boxes(self) -> np.ndarray:
         """`[N, 4]` float32 boxes in pixels of this scale (ratios x scale, computed in float32 as the original)."""
-        w, h = self.scale_wh
-        return (self.ratios.astype(np.float32) * np.array([w, h, w, h], np.float32)).astype(np.float32)
+        return patch_boxes_px(self.ratios, self.scale_wh)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +143,7 @@ def make_plan(
         raise ValueError(
             f"config.magnet.n_points: expected a fraction in (0, 1] or a point count > 1, got {n_points!r}"
         )
-    grids = [patch_grid_ratios(s, crop_wh) for s in scales]
+    grids = [patch_grid(s, crop_wh) for s in scales]
     max_n = max(g.shape[0] for g in grids[1:]) if len(scales) > 1 else 0
     if int(n_patches) != n_patches or n_patches < -1 or (len(scales) > 1 and n_patches > max_n):
         raise ValueError(
@@ -181,7 +162,7 @@ def make_plan(
                     index=i,
                     scale_wh=scales[i],
                     ratios=ratios,
-                    crops_px=tuple(patch_grid_pixels(scales[i], crop_wh)),
+                    crops_px=tuple(patch_grid_px(scales[i], crop_wh)),
                     k=k,
                     budget=point_budget(scales[i], n_points, k, n),
                     smooth_kernel=int(smooth_kernel),

@@ -37,15 +37,13 @@ from flax import nnx
 from magnet_jax.inference.plan import MagNetPlan, StagePlan
 from magnet_jax.inference.topk import torch_topk_indices
 from magnet_jax.ops.median import median_filter
-from magnet_jax.ops.resize import bilinear_matrix, resize_nearest
+from magnet_jax.ops.patches import certainty, ensemble_patches
+from magnet_jax.ops.resize import resize_bilinear, resize_nearest
 from magnet_jax.ops.roi_align import required_samples, roi_align
 
 __all__ = [
-    "certainty",
-    "ensemble_selected",
     "make_refine_stage_fn",
     "make_stage0_fn",
-    "resize_bilinear_taps",
     "select_top_mask",
     "smooth_error",
 ]
@@ -53,201 +51,6 @@ __all__ = [
 # When the budget boundary splits a group of equal error scores, the reference mode replays
 # PyTorch's tie-breaking if the group's undecided part exceeds this fraction of the pixels.
 _TIE_REPLAY_FRACTION = 1.0 / 4096
-
-
-def certainty(probs: jax.Array) -> jax.Array:
-    """Top-1 minus top-2 probability over the last axis: `[..., C] -> [...]` (a repeated maximum gives 0).
-
-    The values of `topk(probs, 2)`, computed with a running (max, second max) over the classes:
-    elementwise ops only, which XLA fuses and vectorises (far faster than `lax.top_k` on CPU).
-    """
-    top1 = probs[..., 0]
-    top2 = jnp.full_like(top1, -jnp.inf)
-    for c in range(1, probs.shape[-1]):
-        x = probs[..., c]
-        top2 = jnp.maximum(top2, jnp.minimum(top1, x))
-        top1 = jnp.maximum(top1, x)
-    return top1 - top2
-
-
-# ----------------------------------------------------------------------------- resizing
-
-
-@functools.lru_cache(maxsize=128)
-def _taps(in_size: int, out_size: int, align_corners: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Two-tap form `(i0, i1, w0, w1)` of `ops.resize.bilinear_matrix` (same float32 weights)."""
-    mat = bilinear_matrix(in_size, out_size, align_corners)
-    i0 = np.argmax(mat != 0, axis=1).astype(np.int32)
-    i1 = np.minimum(i0 + 1, in_size - 1).astype(np.int32)
-    rows = np.arange(out_size)
-    w0 = mat[rows, i0].astype(np.float32)
-    w1 = np.where(i1 != i0, mat[rows, i1], 0.0).astype(np.float32)
-    return i0, i1, w0, w1
-
-
-def resize_bilinear_taps(x: jax.Array, size_hw: tuple[int, int], align_corners: bool = False) -> jax.Array:
-    """`F.interpolate(bilinear)` on `[B, H, W, C]` by two-tap gathers per axis (rows first, then columns).
-
-    Same weights as `magnet_jax.ops.resize_bilinear` (its dense matrices have two non-zeros per row),
-    with O(output) work instead of O(output x input): this is the resize for large maps.
-    """
-    _, h_in, w_in, _ = x.shape
-    h_out, w_out = int(size_hw[0]), int(size_hw[1])
-    if (h_in, w_in) == (h_out, w_out):
-        return x
-    x = x.astype(jnp.float32)
-    if h_out != h_in:
-        i0, i1, w0, w1 = _taps(h_in, h_out, bool(align_corners))
-        x = jnp.take(x, i0, axis=1) * w0[None, :, None, None] + jnp.take(x, i1, axis=1) * w1[None, :, None, None]
-    if w_out != w_in:
-        i0, i1, w0, w1 = _taps(w_in, w_out, bool(align_corners))
-        x = jnp.take(x, i0, axis=2) * w0[None, None, :, None] + jnp.take(x, i1, axis=2) * w1[None, None, :, None]
-    return x
-
-
-# ----------------------------------------------------------------------------- ensemble
-
-
-def _rounded_boxes(stage: StagePlan) -> np.ndarray:
-    """`[N, 4]` int boxes `round(ratio * S)` computed in float32 as the original's `ensemble`."""
-    w, h = stage.scale_wh
-    r = stage.ratios.astype(np.float32)
-    size = np.array([w, h, w, h], np.float32)
-    return np.round((r * size).astype(np.float32)).astype(np.int64)
-
-
-def _clip_slice(a: int, b: int, n: int) -> tuple[int, int]:
-    """Python slice `[a:b]` on a length-n axis as concrete bounds (negative ends count from the end)."""
-    start, stop, _ = slice(a, b).indices(n)
-    return start, max(start, stop)
-
-
-def _axis_cover(starts: np.ndarray, size: int, length: int, shrink: int) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes `[s, s + size)` (or shrunk by `shrink` on both sides, Python-slice semantics) along one axis ->
-    `(box [length, m] int32, -1 where none; offset [length, m] int32 inside the unshrunk box)`."""
-    cover = np.zeros((len(starts), length), bool)
-    for i, s0 in enumerate(starts):
-        a, b = _clip_slice(int(s0) + shrink, int(s0) + size - shrink, length)
-        cover[i, a:b] = True
-    m = max(1, int(cover.sum(0).max()))
-    order = np.argsort(~cover, axis=0, kind="stable")[:m].T  # [length, m] covering boxes first
-    valid = np.take_along_axis(cover.T, order, axis=1)
-    box = np.where(valid, order, -1).astype(np.int32)
-    offset = np.where(valid, np.arange(length)[:, None] - np.asarray(starts)[order], 0).astype(np.int32)
-    return box, offset
-
-
-def _regular_grid(stage: StagePlan):
-    """`(x_starts, y_starts, (bh, bw))` when the rounded boxes form an x-major product grid of equal boxes
-    inside the map (every grid the original builds), else None."""
-    w, h = stage.scale_wh
-    boxes = _rounded_boxes(stage)
-    xs = np.unique(boxes[:, 0])
-    ys = np.unique(boxes[:, 1])
-    bw = int(boxes[0, 2] - boxes[0, 0])
-    bh = int(boxes[0, 3] - boxes[0, 1])
-    if len(xs) * len(ys) != len(boxes) or bw <= 0 or bh <= 0:
-        return None
-    want = np.array([[x, y, x + bw, y + bh] for x in xs for y in ys])
-    if not np.array_equal(want, boxes) or want[:, :2].min() < 0 or want[:, 2].max() > w or want[:, 3].max() > h:
-        return None
-    return xs, ys, (bh, bw)
-
-
-def ensemble_selected(
-    refined: jax.Array, slot_of_pos: jax.Array, stage: StagePlan, mode: str
-) -> tuple[jax.Array, jax.Array]:
-    """Pastes the refined patches into an `S`-sized map.
-
-    Args:
-        refined: `[k, ih, iw, C]` refined probabilities, in selection order.
-        slot_of_pos: `[N]` int32: for every grid position, its rank in the selection (-1 if not selected).
-        stage: the stage plan (static grid).
-        mode: "reference" (overwrite in selection order, count mask on boxes shrunk by 10 px, divide
-            by the count) or "average" (mean over the full boxes of the selected patches).
-
-    Returns:
-        `(E [H, W, C] float32, mask [H, W] bool)`. Regular grids (all of the original's) are assembled
-        with one gather per overlap combination; other box sets with a loop over the boxes.
-    """
-    grid = _regular_grid(stage)
-    if grid is None:
-        return _ensemble_loop(refined, slot_of_pos, stage, mode)
-    w, h = stage.scale_wh
-    xs, ys, (bh, bw) = grid
-    k, c = refined.shape[0], refined.shape[-1]
-    ny = len(ys)
-    flat = resize_bilinear_taps(refined, (bh, bw), align_corners=False).reshape(k * bh * bw, c)
-    xb, xo = _axis_cover(xs, bw, w, 0)
-    yb, yo = _axis_cover(ys, bh, h, 0)
-
-    def pairs(xbox, ybox):
-        for a in range(xbox.shape[1]):
-            for b in range(ybox.shape[1]):
-                ix, iy = jnp.asarray(xbox[:, a]), jnp.asarray(ybox[:, b])
-                valid = (ix >= 0)[None, :] & (iy >= 0)[:, None]
-                pos = jnp.clip(ix, 0)[None, :] * ny + jnp.clip(iy, 0)[:, None]
-                yield a, b, jnp.where(valid, slot_of_pos[pos], -1)
-
-    def gather(rank, ly, lx):
-        idx = (jnp.clip(rank, 0) * bh + ly) * bw + lx
-        return jnp.where((rank >= 0)[..., None], jnp.take(flat, idx, axis=0), 0.0)
-
-    if mode == "reference":
-        best = jnp.full((h, w), -1, jnp.int32)
-        ly = jnp.zeros((h, w), jnp.int32)
-        lx = jnp.zeros((h, w), jnp.int32)
-        for a, b, rank in pairs(xb, yb):
-            take = rank > best
-            best = jnp.where(take, rank, best)
-            ly = jnp.where(take, jnp.asarray(yo[:, b])[:, None], ly)
-            lx = jnp.where(take, jnp.asarray(xo[:, a])[None, :], lx)
-        canvas = gather(best, ly, lx)
-        xs_b, _ = _axis_cover(xs, bw, w, 10)
-        ys_b, _ = _axis_cover(ys, bh, h, 10)
-        count = sum((rank >= 0).astype(jnp.float32) for _, _, rank in pairs(xs_b, ys_b))
-    else:
-        canvas = jnp.zeros((h, w, c), jnp.float32)
-        count = jnp.zeros((h, w), jnp.float32)
-        for a, b, rank in pairs(xb, yb):
-            canvas = canvas + gather(rank, jnp.asarray(yo[:, b])[:, None], jnp.asarray(xo[:, a])[None, :])
-            count = count + (rank >= 0).astype(jnp.float32)
-    out = canvas / jnp.maximum(count, 1.0)[..., None]
-    return out, count > 0
-
-
-def _ensemble_loop(refined: jax.Array, slot_of_pos: jax.Array, stage: StagePlan, mode: str):
-    """`ensemble_selected` for arbitrary boxes: one masked update per grid position."""
-    w, h = stage.scale_wh
-    k = refined.shape[0]
-    c = refined.shape[-1]
-    boxes = _rounded_boxes(stage)
-    sizes = {(int(b[3] - b[1]), int(b[2] - b[0])) for b in boxes}
-    canvas = jnp.zeros((h, w, c), jnp.float32)
-    count = jnp.zeros((h, w), jnp.float32)
-    resized = {size: resize_bilinear_taps(refined, size, align_corners=False) for size in sizes}
-    best = jnp.full((h, w), -1, jnp.int32)
-    for n in range(stage.n_total):
-        x0, y0, x1, y1 = (int(v) for v in boxes[n])
-        slot = slot_of_pos[n]
-        sel = slot >= 0
-        patch = resized[(y1 - y0, x1 - x0)][jnp.clip(slot, 0, k - 1)]
-        ya, yb = _clip_slice(y0, y1, h)
-        xa, xb = _clip_slice(x0, x1, w)
-        patch = patch[ya - y0 : ya - y0 + (yb - ya), xa - x0 : xa - x0 + (xb - xa)]
-        if mode == "reference":
-            region_best = best[ya:yb, xa:xb]
-            take = sel & (slot > region_best)
-            canvas = canvas.at[ya:yb, xa:xb].set(jnp.where(take[..., None], patch, canvas[ya:yb, xa:xb]))
-            best = best.at[ya:yb, xa:xb].set(jnp.where(take, slot, region_best))
-            ma, mb = _clip_slice(y0 + 10, y1 - 10, h)
-            na, nb = _clip_slice(x0 + 10, x1 - 10, w)
-            count = count.at[ma:mb, na:nb].add(sel.astype(jnp.float32))
-        else:
-            canvas = canvas.at[ya:yb, xa:xb].add(jnp.where(sel, patch, 0.0))
-            count = count.at[ya:yb, xa:xb].add(sel.astype(jnp.float32))
-    out = canvas / jnp.maximum(count, 1.0)[..., None]
-    return out, count > 0
 
 
 # ----------------------------------------------------------------------------- error score and points
@@ -403,7 +206,7 @@ def make_refine_stage_fn(
     reference = plan.compat == "reference"
     h, w = stage.size_hw
     ih, iw = plan.input_hw
-    n_total, k = stage.n_total, stage.k
+    k = stage.k
     batch = effective_batch(stage, plan.patch_batch_size)
     n_batches = -(-k // batch)
     boxes_np = stage.boxes  # [N, 4] float32 pixels of this scale
@@ -411,7 +214,7 @@ def make_refine_stage_fn(
 
     def upsample(probs_prev):
         # 1. upsample the previous probabilities
-        return resize_bilinear_taps(probs_prev[None].astype(jnp.float32), (h, w), align_corners=False)[0]
+        return resize_bilinear(probs_prev[None].astype(jnp.float32), (h, w), align_corners=False)[0]
 
     def select(probs):
         # 2. uncertainty
@@ -438,9 +241,9 @@ def make_refine_stage_fn(
         return refined.reshape((n_batches * batch,) + refined.shape[2:])[:k]
 
     def finish(probs, unc, selected, refined):
-        slot_of_pos = jnp.full((n_total,), -1, jnp.int32).at[selected].set(jnp.arange(k, dtype=jnp.int32))
-        # 6. ensemble
-        ens, mask = ensemble_selected(refined, slot_of_pos, stage, "reference" if reference else "average")
+        # 6. ensemble (overlaps overwritten in selection order in reference mode)
+        mode = "reference" if reference else "average"
+        ens, mask = ensemble_patches(refined, stage.ratios, stage.scale_wh, mode, indices=selected)
         # 7. error score, median smoothing at input resolution
         cert = certainty(ens)
         if stage.zero_error_in_mask:
@@ -493,7 +296,7 @@ def make_final_fn(out_hw: tuple[int, int]) -> Callable:
 
     @jax.jit
     def final(probs):
-        up = resize_bilinear_taps(probs[None].astype(jnp.float32), out_hw, align_corners=False)[0]
+        up = resize_bilinear(probs[None].astype(jnp.float32), out_hw, align_corners=False)[0]
         return jnp.argmax(up, axis=-1).astype(jnp.uint8)
 
     return final

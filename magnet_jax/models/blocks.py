@@ -29,6 +29,22 @@ def make_downsample(inplanes: int, outplanes: int, *, stride: int, bn_momentum: 
     )
 
 
+def _shortcut(
+    downsample: bool | None,
+    inplanes: int,
+    outplanes: int,
+    stride: int,
+    bn_momentum: float,
+    downsample_bn_momentum: float | None,
+    rngs: nnx.Rngs,
+) -> nnx.List | None:
+    """A block's `downsample` shortcut (see `Bottleneck`), or None for the identity."""
+    if not _needs_downsample(downsample, inplanes, outplanes, stride):
+        return None
+    ds_m = bn_momentum if downsample_bn_momentum is None else downsample_bn_momentum
+    return make_downsample(inplanes, outplanes, stride=stride, bn_momentum=ds_m, rngs=rngs)
+
+
 def _apply_downsample(downsample: nnx.List | None, x: jax.Array) -> jax.Array:
     if downsample is None:
         return x
@@ -66,11 +82,7 @@ class Bottleneck(nnx.Module):
         self.bn2 = BatchNorm2d(planes, momentum=bn_momentum)
         self.conv3 = Conv2d(planes, out, 1, bias=False, rngs=rngs)
         self.bn3 = BatchNorm2d(out, momentum=bn_momentum)
-        if _needs_downsample(downsample, inplanes, out, stride):
-            ds_m = bn_momentum if downsample_bn_momentum is None else downsample_bn_momentum
-            self.downsample = make_downsample(inplanes, out, stride=stride, bn_momentum=ds_m, rngs=rngs)
-        else:
-            self.downsample = None
+        self.downsample = _shortcut(downsample, inplanes, out, stride, bn_momentum, downsample_bn_momentum, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         out = relu(self.bn1(self.conv1(x)))
@@ -103,11 +115,7 @@ class BasicBlock(nnx.Module):
         self.bn1 = BatchNorm2d(planes, momentum=bn_momentum)
         self.conv2 = Conv2d(planes, planes, 3, padding=1, bias=False, rngs=rngs)
         self.bn2 = BatchNorm2d(planes, momentum=bn_momentum)
-        if _needs_downsample(downsample, inplanes, out, stride):
-            ds_m = bn_momentum if downsample_bn_momentum is None else downsample_bn_momentum
-            self.downsample = make_downsample(inplanes, out, stride=stride, bn_momentum=ds_m, rngs=rngs)
-        else:
-            self.downsample = None
+        self.downsample = _shortcut(downsample, inplanes, out, stride, bn_momentum, downsample_bn_momentum, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         out = relu(self.bn1(self.conv1(x)))

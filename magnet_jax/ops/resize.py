@@ -17,6 +17,7 @@ import numpy as np
 __all__ = [
     "adaptive_avg_pool",
     "bilinear_matrix",
+    "bilinear_taps",
     "nearest_indices",
     "resize_bilinear",
     "resize_nearest",
@@ -95,19 +96,34 @@ def _apply_separable(x: jax.Array, mh: np.ndarray, mw: np.ndarray) -> jax.Array:
     return jnp.einsum("ih,bhjc->bijc", mh_j, y, precision=prec)
 
 
-def _lerp_axis(x: jax.Array, mat: np.ndarray, axis: int) -> jax.Array:
-    """Apply a 2-tap interpolation matrix ``mat [out, in]`` along ``axis`` as two gathers and a lerp."""
-    n_out, n_in = mat.shape
-    rows = np.arange(n_out)
-    nz = mat != 0
-    first = np.where(nz.any(1), nz.argmax(1), 0)
-    last = np.where(nz.any(1), n_in - 1 - nz[:, ::-1].argmax(1), 0)
-    w0, w1 = mat[rows, first], np.where(last != first, mat[rows, last], 0.0).astype(mat.dtype)
+@functools.lru_cache(maxsize=256)
+def bilinear_taps(
+    in_size: int, out_size: int, align_corners: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Two-tap form ``(i0, i1, w0, w1)`` of :func:`bilinear_matrix` (the same float32 weights).
+
+    Every row of the matrix has at most two non-zeros, at ``i0`` and ``i1 = min(i0 + 1, in - 1)``;
+    ``w1`` is 0 where ``i1 == i0`` (the row's single weight is then ``w0``).
+    """
+    mat = bilinear_matrix(in_size, out_size, align_corners)
+    i0 = np.argmax(mat != 0, axis=1).astype(np.int32)
+    i1 = np.minimum(i0 + 1, in_size - 1).astype(np.int32)
+    rows = np.arange(out_size)
+    w0 = mat[rows, i0].astype(np.float32)
+    w1 = np.where(i1 != i0, mat[rows, i1], 0.0).astype(np.float32)
+    return i0, i1, w0, w1
+
+
+def _lerp_axis(x: jax.Array, in_size: int, out_size: int, align_corners: bool, axis: int) -> jax.Array:
+    """Resample ``x`` along ``axis`` with :func:`bilinear_taps`: two gathers and a lerp (O(output))."""
+    if in_size == out_size:
+        return x
+    i0, i1, w0, w1 = bilinear_taps(in_size, out_size, align_corners)
     shape = [1] * x.ndim
-    shape[axis] = n_out
-    a = jnp.take(x, jnp.asarray(first, jnp.int32), axis=axis)
-    b = jnp.take(x, jnp.asarray(last, jnp.int32), axis=axis)
-    return a * jnp.asarray(w0.reshape(shape), x.dtype) + b * jnp.asarray(w1.reshape(shape), x.dtype)
+    shape[axis] = out_size
+    w0_j = jnp.asarray(w0.reshape(shape), x.dtype)
+    w1_j = jnp.asarray(w1.reshape(shape), x.dtype)
+    return jnp.take(x, i0, axis=axis) * w0_j + jnp.take(x, i1, axis=axis) * w1_j
 
 
 # Axes longer than this are interpolated with gathers (O(output)) instead of a dense matrix product
@@ -130,15 +146,12 @@ def resize_bilinear(x: jax.Array, size_hw: tuple[int, int], align_corners: bool)
     h_out, w_out = int(size_hw[0]), int(size_hw[1])
     if (h_in, w_in) == (h_out, w_out):
         return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
-    mh = bilinear_matrix(h_in, h_out, bool(align_corners))
-    mw = bilinear_matrix(w_in, w_out, bool(align_corners))
+    ac = bool(align_corners)
     if max(h_in, w_in) <= _MATRIX_MAX_IN:
-        return _apply_separable(x, mh, mw)
+        return _apply_separable(x, bilinear_matrix(h_in, h_out, ac), bilinear_matrix(w_in, w_out, ac))
     x = x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
-    # Gather along the axis that shrinks the tensor most first (the result does not depend on the order).
-    if h_out * w_in <= h_in * w_out:
-        return _lerp_axis(_lerp_axis(x, mh, 1), mw, 2)
-    return _lerp_axis(_lerp_axis(x, mw, 2), mh, 1)
+    # Rows first, then columns (an axis whose size does not change is left alone).
+    return _lerp_axis(_lerp_axis(x, h_in, h_out, ac, 1), w_in, w_out, ac, 2)
 
 
 def resize_nearest(x: jax.Array, size_hw: tuple[int, int]) -> jax.Array:

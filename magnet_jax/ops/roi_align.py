@@ -157,6 +157,16 @@ def _roi_align_one(
     raise ValueError(f"roi_align: unknown method {method!r} (use 'gather' or 'matmul')")
 
 
+def _prepare(feat, boxes, output_hw, max_samples):
+    """Shared argument handling: static ``output_hw`` and sampling bound, float ``feat``, float32 ``[K, 4]`` boxes."""
+    output_hw = (int(output_hw[0]), int(output_hw[1]))
+    ms = _resolve_max_samples(boxes, output_hw, max_samples)
+    feat = jnp.asarray(feat)
+    if not jnp.issubdtype(feat.dtype, jnp.floating):
+        feat = feat.astype(jnp.float32)
+    return feat, jnp.asarray(boxes, dtype=jnp.float32).reshape(-1, 4), output_hw, ms
+
+
 def roi_align(
     feat: jax.Array,
     boxes: jax.Array | np.ndarray,
@@ -185,12 +195,7 @@ def roi_align(
     """
     if feat.ndim != 3:
         raise ValueError(f"roi_align: feat must be [H, W, C], got shape {feat.shape}")
-    output_hw = (int(output_hw[0]), int(output_hw[1]))
-    ms = _resolve_max_samples(boxes, output_hw, max_samples)
-    feat = jnp.asarray(feat)
-    if not jnp.issubdtype(feat.dtype, jnp.floating):
-        feat = feat.astype(jnp.float32)
-    boxes = jnp.asarray(boxes, dtype=jnp.float32).reshape(-1, 4)
+    feat, boxes, output_hw, ms = _prepare(feat, boxes, output_hw, max_samples)
     return _roi_align_impl(feat, boxes, output_hw, ms, method, batch_size)
 
 
@@ -233,12 +238,7 @@ def roi_align_batched(
     """
     if feat.ndim != 4:
         raise ValueError(f"roi_align_batched: feat must be [B, H, W, C], got shape {feat.shape}")
-    output_hw = (int(output_hw[0]), int(output_hw[1]))
-    ms = _resolve_max_samples(boxes, output_hw, max_samples)
-    feat = jnp.asarray(feat)
-    if not jnp.issubdtype(feat.dtype, jnp.floating):
-        feat = feat.astype(jnp.float32)
-    boxes = jnp.asarray(boxes, dtype=jnp.float32).reshape(-1, 4)
+    feat, boxes, output_hw, ms = _prepare(feat, boxes, output_hw, max_samples)
     return _roi_align_batched_impl(feat, boxes, output_hw, ms, method)
 
 
