@@ -258,7 +258,7 @@ class _Loop:
 # ---------------------------------------------------------------- backbone
 
 
-def _loader(config, kind: str, per_process_batch: int, workdir: Path, epochs: int):
+def _loader(config, kind: str, per_process_batch: int, workdir: Path, epochs: int | None, seed: int):
     from magnet_jax.data import build_source
     from magnet_jax.data.pipelines import make_train_loader, steps_per_epoch
 
@@ -269,7 +269,7 @@ def _loader(config, kind: str, per_process_batch: int, workdir: Path, epochs: in
         "train",
         kind,
         batch_size=per_process_batch,
-        seed=int(config.seed),
+        seed=seed,
         num_epochs=epochs,
         shard_index=jax.process_index(),
         shard_count=jax.process_count(),
@@ -286,6 +286,50 @@ def _total_steps(config, spe: int) -> int:
     return total
 
 
+def _backbone_loader(config, per_proc: int, workdir: Path, epochs: int | None, seed: int):
+    """(loader, steps per epoch, batch adapter or None) for backbone training."""
+    sampling = str(config.train.get("backbone_sampling", "crop"))
+    if sampling == "crop":
+        loader, spe = _loader(config, "backbone", per_proc, workdir, epochs, seed)
+        return loader, spe, None
+    if sampling != "scales":
+        raise ValueError(f"config.train.backbone_sampling: expected 'crop' or 'scales', got {sampling!r}")
+    # MagNet's own views: the whole image resized to a scale of config.magnet.scales (the first one
+    # included), then a crop_size crop at a random origin, resized to the input size. Made by the
+    # refiner-pair transform with the first scale repeated (its fine scale is drawn from scales[1:]).
+    scales = stage_scales(config)
+    lconfig = copy.deepcopy(config)
+    with lconfig.unlocked() if hasattr(lconfig, "unlocked") else _null():
+        lconfig.magnet.scales = _scales_text([scales[0]] + scales)
+    loader, spe = _loader(lconfig, "refiner", per_proc, workdir, epochs, seed)
+
+    def adapt(b):
+        return {"image": b["fine_image"], "label": b["label"]}
+
+    return loader, spe, adapt
+
+
+def _precise_bn(config, mesh, model_def: ModelDef, model_inputs, extra, make_loader) -> Callable:
+    """`finalize(state) -> state`: precise BatchNorm statistics (`config.train.precise_bn_batches`), or identity."""
+    n_batches = int(config.train.get("precise_bn_batches", 0))
+    if n_batches <= 0:
+        return lambda state: state
+    from magnet_jax.training.precise_bn import make_bn_update, recalibrate
+
+    update = make_bn_update(model_def, model_inputs, mesh=mesh)
+
+    def finalize(state: TrainState) -> TrainState:
+        loader, adapt = make_loader()  # a fixed, separate stream: the same statistics every time
+
+        def batches():
+            for b in loader:
+                yield shard_batch(adapt(b) if adapt else b, mesh)
+
+        return recalibrate(update, state, extra, batches(), n_batches)
+
+    return finalize
+
+
 def train_backbone(config, workdir: Path, mesh) -> Path:
     """Trains `config.model.backbone`; returns the exported weights folder."""
     from magnet_jax.models import build_model
@@ -296,24 +340,7 @@ def train_backbone(config, workdir: Path, mesh) -> Path:
     n = int(config.data.num_classes)
     name = str(config.model.backbone)
     per_proc = check_batch_size(int(config.train.batch_size), mesh)
-    sampling = str(config.train.get("backbone_sampling", "crop"))
-    adapt = None
-    if sampling == "scales":
-        # MagNet's own views: the whole image resized to a scale of config.magnet.scales (the first one
-        # included), then a crop_size crop at a random origin, resized to the input size. Made by the
-        # refiner-pair transform with the first scale repeated (its fine scale is drawn from scales[1:]).
-        scales = stage_scales(config)
-        lconfig = copy.deepcopy(config)
-        with lconfig.unlocked() if hasattr(lconfig, "unlocked") else _null():
-            lconfig.magnet.scales = _scales_text([scales[0]] + scales)
-        loader, spe = _loader(lconfig, "refiner", per_proc, workdir, int(config.train.epochs))
-
-        def adapt(b):
-            return {"image": b["fine_image"], "label": b["label"]}
-    elif sampling == "crop":
-        loader, spe = _loader(config, "backbone", per_proc, workdir, int(config.train.epochs))
-    else:
-        raise ValueError(f"config.train.backbone_sampling: expected 'crop' or 'scales', got {sampling!r}")
+    loader, spe, adapt = _backbone_loader(config, per_proc, workdir, int(config.train.epochs), int(config.seed))
     total = _total_steps(config, spe)
     tx, schedule = make_optimizer(_with_target(config, "backbone"), spe, int(config.train.epochs) * spe)
 
@@ -338,6 +365,10 @@ def train_backbone(config, workdir: Path, mesh) -> Path:
         ohem_min_kept=int(config.train.ohem_min_kept),
     )
     classes = _miou_classes(config)
+    finalize = _precise_bn(
+        config, mesh, model_def, lambda extra, b: (b["image"],), (),
+        lambda: _backbone_loader(config, per_proc, workdir, None, int(config.seed) + 7919)[0::2],  # (loader, adapt)
+    )
 
     def summarize(host):
         return {"iou": 100 * tlog.freq_iou(host["conf"], classes)}
@@ -348,7 +379,7 @@ def train_backbone(config, workdir: Path, mesh) -> Path:
     validate = None
     if int(config.train.eval_every_epochs) > 0:
         def validate(st):
-            return validate_backbone(config, workdir, model_def, st)
+            return validate_backbone(config, workdir, model_def, finalize(st))
 
     meta = {"run": run, "model": name, "num_classes": n, "target": "backbone"}
     loop = _Loop(
@@ -357,7 +388,7 @@ def train_backbone(config, workdir: Path, mesh) -> Path:
         epoch_summary=epoch_summary, adapt_batch=adapt,
     )
     state = loop.run_loop()
-    _export(model_def, state, name, n, out, source=f"trained: {workdir / 'checkpoints' / run}")
+    _export(model_def, finalize(state), name, n, out, source=f"trained: {workdir / 'checkpoints' / run}")
     return out
 
 
@@ -428,7 +459,7 @@ def _train_one_refiner(config, workdir: Path, mesh, run: str, stage: int | None,
     n = int(config.data.num_classes)
     sconfig = _stage_config(config, stage)
     per_proc = check_batch_size(int(config.train.batch_size), mesh)
-    loader, spe = _loader(sconfig, "refiner", per_proc, workdir, int(config.train.epochs))
+    loader, spe = _loader(sconfig, "refiner", per_proc, workdir, int(config.train.epochs), int(config.seed))
     total = _total_steps(config, spe)
     tx, schedule = make_optimizer(_with_target(config, "refiner"), spe, int(config.train.epochs) * spe)
     in_w, in_h = parse_size(config.magnet.input_size, "magnet.input_size")
@@ -456,6 +487,17 @@ def _train_one_refiner(config, workdir: Path, mesh, run: str, stage: int | None,
     def step_fn(st, batch):
         return jstep(st, frozen, batch)
 
+    def model_inputs(extra, batch):
+        from magnet_jax.training.refiner_step import refiner_inputs
+
+        fine, crop = refiner_inputs(bb_def, extra, batch, (in_h, in_w))
+        return (fine, crop) if str(config.train.refiner_input_order) == "fine_first" else (crop, fine)
+
+    finalize = _precise_bn(
+        config, mesh, ref_def, model_inputs, frozen,
+        lambda: (_loader(sconfig, "refiner", per_proc, workdir, None, int(config.seed) + 7919)[0], None),
+    )
+
     classes = _miou_classes(config)
 
     def summarize(host):
@@ -475,7 +517,7 @@ def _train_one_refiner(config, workdir: Path, mesh, run: str, stage: int | None,
     validate = None
     if int(config.train.eval_every_epochs) > 0:
         def validate(st):
-            return validate_refiner(config, workdir, run, stage, ref_def, st)
+            return validate_refiner(config, workdir, run, stage, ref_def, finalize(st))
 
     meta = {
         "run": run,
@@ -492,7 +534,7 @@ def _train_one_refiner(config, workdir: Path, mesh, run: str, stage: int | None,
         epoch_summary=epoch_summary,
     )
     state = loop.run_loop()
-    _export(ref_def, state, "refinement", n, out, source=f"trained: {workdir / 'checkpoints' / run}")
+    _export(ref_def, finalize(state), "refinement", n, out, source=f"trained: {workdir / 'checkpoints' / run}")
     return out
 
 
