@@ -1,8 +1,7 @@
 """A small encoder-decoder segmentation backbone for the synthetic demo and fast tests (NHWC).
 
 Not part of the original MagNet. Full-resolution 3x3 stem (pixel-level texture), four
-stride-2 stages down to 1/16 (the first two behind a 3x3 blur against aliasing; receptive
-field of about 150 px, for context), a top-down
+stride-2 stages down to 1/16 (receptive field of about 150 px, for context), a top-down
 decoder adding each level's lateral features after bilinear upsampling, and a 1x1
 classifier at full resolution. About 0.38 M parameters at the default width 16.
 
@@ -20,13 +19,6 @@ from magnet_jax.models.layers import BatchNorm2d, Conv2d, relu
 from magnet_jax.ops.resize import resize_bilinear
 
 BN_MOMENTUM = 0.1  # PyTorch convention
-
-
-def _blur3(x: jax.Array) -> jax.Array:
-    """3x3 mean filter, stride 1, zero padding (divides by 9 everywhere): `[B, H, W, C]` -> same shape."""
-    window = (1, 3, 3, 1)
-    total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, (1, 1, 1, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
-    return total / 9.0
 
 
 class ConvBN(nnx.Module):
@@ -71,11 +63,8 @@ class SmallSegNet(nnx.Module):
 
     def __call__(self, x: jax.Array, *, return_heads: bool = False):
         f0 = self.stem2(self.stem1(x))
-        # Blur (3x3 mean) before each of the first two stride-2 convolutions: the rectified responses
-        # to pixel-level textures become phase-independent "energy" maps that survive subsampling
-        # instead of aliasing into crop-position-dependent patterns.
-        f1 = self.block1(self.down1(_blur3(f0)))
-        f2 = self.block2(self.down2(_blur3(f1)))
+        f1 = self.block1(self.down1(f0))
+        f2 = self.block2(self.down2(f1))
         f3 = self.block3(self.down3(f2))
         f4 = self.block4b(self.block4a(self.down4(f3)))
 
