@@ -97,7 +97,7 @@ def default_config() -> ml_collections.ConfigDict:
     # | scales (MagNet's views: the image resized to a scale of magnet.scales, a crop_size crop, resized)
     c.train.backbone_sampling = "crop"
     c.train.precise_bn_batches = 0  # > 0: re-estimate BatchNorm statistics on this many batches at the end
-    c.train.fast_conv = True  # CPU only: faster convolution gradients (magnet_jax/training/fastconv.py)
+    c.train.fast_conv = True  # CPU only: fast convolution weight gradients (magnet_jax/ops/conv.py)
     # target "all" (synthetic demo): overrides of config.train.* for its backbone phase, e.g. epochs, lr
     c.train.backbone_phase = ml_collections.ConfigDict()
 

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from magnet_jax.ops.conv import conv2d
+
 IntPair = int | tuple[int, int]
 
 
@@ -74,23 +76,14 @@ class Conv2d(nnx.Module):
             self.bias = None
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        kh, kw = self.kernel.shape[:2]
-        if (kh, kw) == (1, 1) and self.groups == 1 and self.padding == ((0, 0), (0, 0)):
-            # A 1x1 convolution is a channel matmul; XLA's CPU convolution is 2-4x slower for it.
-            sh, sw = self.stride
-            xs = x[:, ::sh, ::sw, :] if (sh, sw) != (1, 1) else x
-            y = jnp.einsum("bhwi,io->bhwo", xs, self.kernel[0, 0].astype(x.dtype))
-            if self.bias is not None:
-                y = y + self.bias[...].astype(y.dtype)
-            return y
-        y = jax.lax.conv_general_dilated(
+        # 1x1 convolutions run as channel matmuls; k x k ones get a fast weight gradient on CPU (ops.conv).
+        y = conv2d(
             x,
             self.kernel[...].astype(x.dtype),
-            window_strides=self.stride,
+            stride=self.stride,
             padding=self.padding,
-            rhs_dilation=self.dilation,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=self.groups,
+            dilation=self.dilation,
+            groups=self.groups,
         )
         if self.bias is not None:
             y = y + self.bias[...].astype(y.dtype)

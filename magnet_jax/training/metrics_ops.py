@@ -29,6 +29,10 @@ def aggregate(crop_coarse: jax.Array, fine: jax.Array, refined: jax.Array) -> ja
 
     The half of the pixels (per sample) with the highest `certainty(fine) * (1 -
     certainty(crop_coarse))` take the refiner's probabilities; the rest keep the coarse ones.
+    This is MAGNET_SPEC.md section 4, the same product as inference's error score. (The released
+    train.py multiplies the reverse pair, certainty(crop_coarse) * (1 - certainty(fine)), because its
+    `calculate_uncertainty` returns the top-1 - top-2 margin. It is a logged metric only, so we keep
+    the spec's.)
     """
     b, h, w, c = crop_coarse.shape
     score = (certainty(fine) * (1.0 - certainty(crop_coarse))).reshape(b, h * w)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from magnet_jax.training.fastconv import fast_conv_gradients
+from magnet_jax.ops.conv import weight_gradient_rule
 from magnet_jax.training.mesh import data_sharding, replicated
 from magnet_jax.training.metrics_ops import aggregate, confusion
 from magnet_jax.training.state import ModelDef, TrainState, split_variables
@@ -80,7 +80,7 @@ def make_refiner_step(
         return losses.cross_entropy(logits, labels, ignore_label)
 
     def step(state: TrainState, frozen: tuple, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, Any]]:
-        with fast_conv_gradients(fast_conv):  # active while this function is traced
+        with weight_gradient_rule("auto" if fast_conv else "native"):  # read while the step is traced
             return _step(state, frozen, batch)
 
     def _step(state: TrainState, frozen: tuple, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, Any]]:
