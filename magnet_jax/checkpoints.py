@@ -146,7 +146,16 @@ def _checkpointer():
     registry.add(STATE_ITEM, ocp.args.StandardRestore, state_handler)
     registry.add(META_ITEM, ocp.args.JsonSave, json_handler)
     registry.add(META_ITEM, ocp.args.JsonRestore, json_handler)
-    return ocp.Checkpointer(ocp.CompositeCheckpointHandler(handler_registry=registry))
+    # Weight folders hold host NumPy arrays written and read by one process: in a multi-process run
+    # orbax must not wait for the other processes (they never call this for the same folder).
+    me = jax.process_index()
+    local = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    return ocp.Checkpointer(
+        ocp.CompositeCheckpointHandler(
+            handler_registry=registry, composite_options=ocp.CompositeOptions(multiprocessing_options=local)
+        ),
+        multiprocessing_options=local,
+    )
 
 
 def is_weights_checkpoint(path: str | Path) -> bool:
