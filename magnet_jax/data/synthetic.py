@@ -203,7 +203,11 @@ def ensure_dataset(folder: str, cfg) -> str:
             if _read_meta(folder) == meta:  # another process finished first
                 return folder
             shutil.rmtree(folder)
-        os.rename(tmp, folder)
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if _read_meta(folder) != meta:  # not another process of this run finishing first
+                raise
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
