@@ -49,7 +49,7 @@ def _args(argv=None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=2448, help="--with-data: source image size")
     p.add_argument("--workers", type=int, default=2, help="--with-data: grain worker processes")
     p.add_argument("--cpus", type=int, default=0, help="pin the process to this many CPU cores first (Linux)")
-    p.add_argument("--native-conv", action="store_true", help="XLA's own conv gradients (config.train.fast_conv=False; see magnet_jax/ops/conv.py)")
+    p.add_argument("--native-conv", action="store_true", help="XLA conv gradients (fast_conv=False)")
     p.add_argument("--json", default="", help="also write the rows to this JSON file")
     return p.parse_args(argv)
 
@@ -189,7 +189,7 @@ def main(argv=None) -> int:
             "backbone": args.backbone,
             "input": args.input,
             "batch": args.batch,
-            "conv": "native" if args.native_conv or jax.default_backend() != "cpu" else "ops.conv im2col weight gradients",
+            "conv": "native" if args.native_conv or jax.default_backend() != "cpu" else "ops.conv im2col",
             "first_steps_s": round(time.perf_counter() - t0 - sum(times), 2),
             "step_s": round(med, 3),
             "samples_per_s": round(args.batch / med, 4),

