@@ -173,9 +173,14 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     refiners = [p for p in str(c.checkpoint.refiners).split(",") if p.strip()]
     n_stages = len(scales) - 1
     if refiners and len(refiners) not in (1, n_stages):
+        expected = (
+            f"1 (shared) or {n_stages} (one per refinement stage)"
+            if n_stages > 1
+            else "1 (config.magnet.scales has one refinement stage)"
+        )
         raise ValueError(
-            f"config.checkpoint.refiners: {len(refiners)} files given; expected 1 (shared) or "
-            f"{n_stages} (one per refinement stage of config.magnet.scales)"
+            f"config.checkpoint.refiners: {len(refiners)} files given for scales {c.magnet.scales!r}; "
+            f"expected {expected}"
         )
     if c.data.num_classes < 1:
         raise ValueError(f"config.data.num_classes: expected >= 1, got {c.data.num_classes}")

@@ -53,6 +53,7 @@ def test_fast_plan_and_budgets():
         ("n_points", 0.0, "n_points"),
         ("n_points", -3.0, "n_points"),
         ("n_points", float("nan"), "n_points"),
+        ("n_points", 1.5, "whole number"),
         ("smooth_kernel", 0, "smooth_kernel"),
         ("compat", "exact", "compat"),
     ],

@@ -139,9 +139,10 @@ def make_plan(
     if patch_batch_size < 0:
         raise ValueError(f"config.magnet.patch_batch_size: expected >= 1 (or 0: auto), got {patch_batch_size}")
     n_points = float(n_points)
-    if not math.isfinite(n_points) or n_points <= 0:
+    if not math.isfinite(n_points) or n_points <= 0 or (n_points > 1 and not n_points.is_integer()):
+        # (the original truncates a fractional count, so 1.5 would silently mean one point)
         raise ValueError(
-            f"config.magnet.n_points: expected a fraction in (0, 1] or a point count > 1, got {n_points!r}"
+            f"config.magnet.n_points: expected a fraction in (0, 1] or a whole number of points > 1, got {n_points!r}"
         )
     grids = [patch_grid(s, crop_wh) for s in scales]
     max_n = max(g.shape[0] for g in grids[1:]) if len(scales) > 1 else 0
