@@ -308,3 +308,36 @@ def test_refinement_train_step_updates_bn(synth_state_dict):
     loss, grads = nnx.value_and_grad(lambda m: jnp.mean(m(fine, coarse) ** 2))(model)
     assert np.isfinite(float(loss))
     assert sum(float(jnp.sum(g**2)) for g in jax.tree.leaves(grads)) > 0
+
+
+def test_batchnorm_train_statistics_are_exact_for_offset_data():
+    """Train-mode BatchNorm takes both moments in one pass; with |mean| >> std (the case where
+    E[x^2] - E[x]^2 cancels) its output, gradient and running statistics match a float64
+    two-pass reference."""
+    from magnet_jax.models.layers import BatchNorm2d
+
+    rng = np.random.default_rng(0)
+    x64 = 100.0 + 0.05 * rng.standard_normal((4, 9, 11, 3)) * np.array([1.0, 3.0, 0.5])
+    x = jnp.asarray(x64, jnp.float32)
+    x64 = np.asarray(x, np.float64)  # the float32 values
+    bn = BatchNorm2d(3, momentum=0.1)
+    bn.use_running_average = False
+    weights = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+
+    def loss(xx):
+        fresh = BatchNorm2d(3, momentum=0.1)  # built inside the trace: its statistics may be updated
+        fresh.use_running_average = False
+        return jnp.sum(fresh(xx) * weights)
+
+    y = bn(x)
+    mean, var = x64.mean((0, 1, 2)), x64.var((0, 1, 2))
+    want = (x64 - mean) / np.sqrt(var + 1e-5)
+    np.testing.assert_allclose(np.asarray(y), want, rtol=0, atol=2e-3)
+    n = x64.size // 3
+    np.testing.assert_allclose(np.asarray(bn.mean[...]), 0.1 * mean, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(bn.var[...]), 0.9 + 0.1 * var * n / (n - 1), rtol=1e-6)
+    # d/dx of sum(w * xhat): (w - mean(w) - xhat * mean(w * xhat)) / sqrt(var + eps), per channel
+    w64 = np.asarray(weights, np.float64)
+    want_grad = (w64 - w64.mean((0, 1, 2)) - want * (w64 * want).mean((0, 1, 2))) / np.sqrt(var + 1e-5)
+    grad = np.asarray(jax.grad(loss)(x))
+    np.testing.assert_allclose(grad, want_grad, rtol=0, atol=2e-3 * np.abs(want_grad).max())
