@@ -1,46 +1,85 @@
-"""magnet-jax entry point: train, evaluate or predict, configured by an ml-collections file.
+"""magnet-jax: MagNet (Progressive Semantic Segmentation, CVPR 2021) in JAX.
 
-    python main.py --config configs/synthetic.py --workdir runs/synthetic
-    python main.py --config configs/cityscapes.py --mode=evaluate --workdir runs/cs \
-        --config.checkpoint.backbone=checkpoints/cityscapes_hrnet.pth
-    python main.py --config configs/deepglobe.py --mode=predict --image 'images/*.jpg' --workdir out
+    python main.py --config CONFIG[:VARIANT] --workdir DIR [--mode MODE] [--config.FIELD=VALUE ...]
+
+Modes, one example each:
+  train     (default) python main.py --config configs/synthetic.py --workdir runs/synthetic
+  evaluate  python main.py --config configs/cityscapes.py --mode=evaluate --workdir runs/cs
+              --config.checkpoint.backbone=cs_hrnet.pth --config.checkpoint.refiners=r512.pth,r1024.pth,r2048.pth
+  predict   python main.py --config configs/deepglobe.py --mode=predict --image 'photos/*.jpg' --workdir out
+              --config.checkpoint.backbone=dg_fpn.pth --config.checkpoint.refiners=dg_refinement.pth
+  check     python main.py --config configs/deepglobe.py --mode=check --workdir runs/check
+              (reads and validates every sample of the splits, writes check_report.json)
+  sweep     python main.py --config configs/sweeps/synthetic.py --mode=sweep --workdir runs/sweep
+              --config.checkpoint.backbone=runs/synthetic/weights/backbone --config.checkpoint.refiners=...
+
+Every config field can be overridden (`--config.magnet.n_points=0.5`); the schema, with a comment per
+field, is magnet_jax/config.py. Configs take variants: `configs/synthetic.py:smoke`,
+`configs/deepglobe.py:fast`. A user's mistake (config, data, checkpoint, workdir) is one line and exit
+status 2; --verbose (or MAGNET_JAX_VERBOSE=1) shows the traceback.
 """
 
 from __future__ import annotations
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from magnet_jax.runtime import configure_allocator
 
-from magnet_jax.config import validate_config
+configure_allocator()  # before JAX allocates: keeps XLA's CPU buffers mapped (MAGNET_JAX_ALLOCATOR=system: off)
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from magnet_jax.commands.cli import flags_parser, guarded  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, logs and outputs.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict"], "What to do.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "check", "sweep"], "What to do.")
 _IMAGE = flags.DEFINE_list("image", [], "predict: image files, globs or folders (comma-separated).")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show the traceback of every error.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv: list[str]) -> None:
+def _run(argv: list[str]) -> None:
+    mode, config = _MODE.value, _CONFIG.value
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    config = _CONFIG.value
-    validate_config(config)
-    logging.info("mode %s, workdir %s", _MODE.value, _WORKDIR.value)
-    if _MODE.value == "train":
-        from magnet_jax.training.run import run_train
+        raise ValueError(f"--: unexpected arguments {' '.join(argv[1:])}")
+    if _IMAGE.value and mode != "predict":
+        raise ValueError(f"--image is only used with --mode=predict (got --mode={mode})")
+    if mode == "predict" and not _IMAGE.value:
+        raise ValueError("--image: --mode=predict needs image files, globs or folders")
+    from magnet_jax.commands.checks import check_config
+    from magnet_jax.commands.workdir import prepare_workdir
 
-        run_train(config, _WORKDIR.value)
-    elif _MODE.value == "evaluate":
-        from magnet_jax.inference.evaluate import run_evaluate
+    check_config(config, mode)
+    workdir = prepare_workdir(_WORKDIR.value)
+    if mode == "train":  # the workdir's record and checkpoints, before any work (train writes nothing before)
+        from magnet_jax.commands.train import preflight
+        from magnet_jax.commands.workdir import check_record
 
-        run_evaluate(config, _WORKDIR.value)
+        check_record(config, workdir)
+        preflight(config, workdir)
+    return workdir
+
+
+def main(argv: list[str]) -> None:
+    workdir = guarded(lambda: _run(argv), before_work=True, argv=argv)
+    mode, config = _MODE.value, _CONFIG.value
+    logging.info("mode %s, workdir %s", mode, workdir)
+    if mode == "train":
+        from magnet_jax.commands.train import run_train as command
+    elif mode == "evaluate":
+        from magnet_jax.commands.evaluate import run_evaluate as command
+    elif mode == "check":
+        from magnet_jax.commands.check_data import run_check as command
+    elif mode == "sweep":
+        from magnet_jax.commands.sweep import run_sweep as command
     else:
-        if not _IMAGE.value:
-            raise app.UsageError("--mode=predict needs --image (files, globs or folders)")
-        from magnet_jax.inference.predict import run_predict
+        from magnet_jax.commands.predict import run_predict
 
-        run_predict(config, _WORKDIR.value, _IMAGE.value)
+        def command(c, w):
+            return run_predict(c, str(w), _IMAGE.value)
+
+    guarded(lambda: command(config, workdir), before_work=False, argv=argv)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=flags_parser)

@@ -21,10 +21,16 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+
+from magnet_jax.runtime import configure_allocator  # noqa: E402
+
+configure_allocator()  # before JAX allocates (MAGNET_JAX_ALLOCATOR=system: glibc's defaults)
+
+from helpers.fakes import blob_label, fake_photo  # noqa: E402  (tests/helpers: fake data in the real layouts)
 
 from magnet_jax.data import build_source, make_train_loader  # noqa: E402
-from magnet_jax.data.fakes import blob_label, fake_photo  # noqa: E402
-from magnet_jax.data.labels import DEEPGLOBE_COLORS  # noqa: E402
+from magnet_jax.data.datasets.deepglobe import COLORS as DEEPGLOBE_COLORS  # noqa: E402
 from magnet_jax.data.lists import write_file_list  # noqa: E402
 
 

@@ -2,12 +2,23 @@
 
     python benchmarks/inference.py                       # deepglobe_full and cityscapes_2stage_full
     python benchmarks/inference.py --cases deepglobe_full --repeats 5 --compat paper
+    python benchmarks/inference.py --device gpu          # per-image latency and peak memory on a GPU
+    python benchmarks/inference.py --dtype bfloat16      # the opt-in fast mode (config.magnet.dtype)
 
 Prints one JSON line per case: `case`, `device`, `run_s` (seconds per image once compiled, the median
 of `--repeats` runs, preprocessing included, model set-up excluded), `compile_s` (first run minus
 `run_s`: tracing + compilation, or loading from JAX's persistent compilation cache when it is warm),
 `stages_s` (per-stage seconds of the median run), `cpu_s` (process CPU seconds per image, a
-contention-independent figure on shared CPUs), `peak_rss_mb`, `cache_dir`.
+contention-independent figure on shared CPUs), `peak_rss_mb`, `device_peak_mb` (GPU: the device's
+peak memory, preallocation off; null on CPU), `cache_dir`, and the floor:
+
+- `gflop` / `stages_gflop`: XLA's cost analysis of the stage functions (every sub-batch counted);
+- `peak_gflops`: one large matrix product timed in the same process (the best of 3, before and after
+  the case; float32 at the highest precision, or bf16 inputs with float32 accumulation);
+- `floor_s = gflop / peak_gflops` and `run_over_floor = run_s / floor_s` (1.0 would be every FLOP at
+  the product's speed); `cpu_floor_s` / `cpu_over_floor` the same per process-CPU-second (CPU only);
+- `original_s`, `speedup_vs_original`: the original's time on the project's reference 2-core CPU
+  (Intel, AVX-512; measured there, not in this run: compare on that machine only).
 
 Weights are rebuilt from the parity manifests (`$MAGNET_SHARED/parity`, default `../shared`) as in
 the tests; without them the models keep their random initialisation (same speed).
@@ -26,6 +37,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from magnet_jax.runtime import configure_allocator  # noqa: E402
+
+configure_allocator()  # before JAX allocates (MAGNET_JAX_ALLOCATOR=system: glibc's defaults)
 
 CASES = {
     # name: (dataset, backbone manifest, model, classes, scales, crop, input, n_patches, n_points, smooth, salts)
@@ -69,6 +85,8 @@ CASES = {
         ["cs1/"],
     ),
 }
+# The original PyTorch MagNet on the project's reference CPU (issue 14), seconds per image.
+ORIGINAL_S = {"deepglobe_full": 44.3, "cityscapes_2stage_full": 9.85}
 SAMPLES = {"deepglobe": "639004_sat.jpg", "cityscapes": "frankfurt_000001_003056_leftImg8bit.png"}
 
 
@@ -105,9 +123,11 @@ def _image(dataset: str, size_wh):
     return rng.integers(0, 256, (size_wh[1], size_wh[0], 3), dtype=np.uint8), "random"
 
 
-def run_case(name: str, repeats: int, compat: str, batch: int) -> dict:
+def run_case(name: str, repeats: int, compat: str, batch: int, dtype: str = "float32") -> dict:
     import jax
+    from floor import device_peak_mb, peak_gflops
 
+    from magnet_jax.inference.cost import stage_gflops
     from magnet_jax.inference.engine import MagNetPredictor, enable_compilation_cache
     from magnet_jax.inference.plan import make_plan
     from magnet_jax.models import build_model
@@ -131,8 +151,11 @@ def run_case(name: str, repeats: int, compat: str, batch: int) -> dict:
         smooth_kernel=smooth,
         compat=compat,
         patch_batch_size=batch,
+        dtype=dtype,
     )
     predictor = MagNetPredictor(plan, backbone, refiners)
+    stages_gflop = stage_gflops(predictor)
+    peaks = [peak_gflops(dtype)]
     image, image_path = _image(dataset, scales[-1])
 
     def once():
@@ -144,9 +167,17 @@ def run_case(name: str, repeats: int, compat: str, batch: int) -> dict:
 
     first_s, _, _ = once()
     runs = [once() for _ in range(max(1, repeats))]
+    peaks.append(peak_gflops(dtype))
     walls = [r[0] for r in runs]
     median = statistics.median_low(walls)
     best = runs[walls.index(median)]
+    cpu_s = statistics.median(r[1] for r in runs)
+    gflop = sum(stages_gflop)
+    peak = max(p["wall"] for p in peaks)
+    floor_s = gflop / peak
+    on_cpu = jax.default_backend() == "cpu"
+    cpu_floor_s = gflop / max(p["cpu"] for p in peaks) if on_cpu else None
+    original = ORIGINAL_S.get(name) if on_cpu and dtype == "float32" else None
     return {
         "case": name,
         "compat": compat,
@@ -157,8 +188,19 @@ def run_case(name: str, repeats: int, compat: str, batch: int) -> dict:
         "compile_s": round(max(0.0, first_s - median), 3),
         "first_run_s": round(first_s, 3),
         "stages_s": {k: round(v, 3) for k, v in best[2].timings.items()},
-        "cpu_s": round(statistics.median(r[1] for r in runs), 3),
+        "cpu_s": round(cpu_s, 3),
+        "dtype": dtype,
+        "gflop": round(gflop, 1),
+        "stages_gflop": [round(g, 1) for g in stages_gflop],
+        "peak_gflops": round(peak, 1),
+        "floor_s": round(floor_s, 3),
+        "run_over_floor": round(median / floor_s, 2),
+        "cpu_floor_s": None if cpu_floor_s is None else round(cpu_floor_s, 3),
+        "cpu_over_floor": None if cpu_floor_s is None else round(cpu_s / cpu_floor_s, 2),
+        "original_s": original,
+        "speedup_vs_original": None if original is None else round(original / median, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+        "device_peak_mb": device_peak_mb(),
         "repeats": len(runs),
         "synthetic_weights": synthetic,
         "image": image_path,
@@ -175,7 +217,12 @@ def main() -> None:
     parser.add_argument("--compat", default="reference", choices=["reference", "paper"])
     parser.add_argument("--patch-batch-size", type=int, default=0, help="0: auto (1 on CPU, 8 on GPU)")
     parser.add_argument("--precision", default="", help="jax default_matmul_precision, e.g. 'highest' on GPUs")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="gpu: no memory preallocation")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="config.magnet.dtype")
     args = parser.parse_args()
+    from floor import select_device
+
+    select_device(args.device)
     import jax
 
     if args.precision:
@@ -183,7 +230,8 @@ def main() -> None:
     for name in [c.strip() for c in args.cases.split(",") if c.strip()]:
         if name not in CASES:
             raise SystemExit(f"unknown case {name!r}; expected one of {', '.join(CASES)}")
-        print(json.dumps(run_case(name, args.repeats, args.compat, args.patch_batch_size)), flush=True)
+        result = run_case(name, args.repeats, args.compat, args.patch_batch_size, args.dtype)
+        print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from magnet_jax.runtime import configure_allocator  # noqa: E402
+
+configure_allocator()  # before JAX allocates (MAGNET_JAX_ALLOCATOR=system: glibc's defaults)
+
 # (name, model, W, H, classes, original ms: PyTorch, CPU, 2 threads, batch 1, median)
 CASES = (
     ("fpn@508", "fpn", 508, 508, 7, 518.0),

@@ -33,6 +33,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from magnet_jax.runtime import configure_allocator  # noqa: E402
+
+allocator = configure_allocator()  # before JAX allocates (MAGNET_JAX_ALLOCATOR=system: glibc's defaults)
+
 ORIGINAL_REFINER_SAMPLES_PER_S = 2 / 13.7
 
 
@@ -96,8 +100,8 @@ def _build(kind: str, args, mesh):
     import jax
 
     from magnet_jax.models import build_model
+    from magnet_jax.sharding import replicate
     from magnet_jax.training.backbone_step import make_backbone_step
-    from magnet_jax.training.mesh import replicate
     from magnet_jax.training.optim import sgd_coupled
     from magnet_jax.training.refiner_step import make_refiner_step
     from magnet_jax.training.state import init_train_state, split_model
@@ -124,18 +128,20 @@ def _build(kind: str, args, mesh):
     return state, (lambda st, batch: jstep(st, frozen, batch))
 
 
-def _time_steps(step, state, batches, args) -> tuple[list[float], object]:
+def _time_steps(step, state, batches, args) -> tuple[list[float], list[float], object]:
+    """(wall seconds, process CPU seconds) of each timed step, and the last state."""
     import jax
 
-    times = []
+    times, cpu = [], []
     for i in range(args.warmup + args.steps):
         batch = batches(i)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         state, metrics = step(state, batch() if callable(batch) else batch)
         jax.block_until_ready((state, metrics))
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
-    return times, state
+            cpu.append(time.process_time() - c0)
+    return times, cpu, state
 
 
 def _write_images(folder: str, n: int, size: int, classes: int) -> str:
@@ -163,7 +169,7 @@ def main(argv=None) -> int:
     import jax
     import numpy as np
 
-    from magnet_jax.training.mesh import check_batch_size, make_mesh, shard_batch
+    from magnet_jax.sharding import check_batch_size, make_mesh, shard_batch
 
     mesh = make_mesh()
     check_batch_size(args.batch, mesh, field="--batch")
@@ -180,7 +186,7 @@ def main(argv=None) -> int:
         state, step = _build(kind, args, mesh)
         batch = shard_batch(_random_batch(kind, args, rng), mesh)
         t0 = time.perf_counter()
-        times, state = _time_steps(step, state, lambda i, b=batch: b, args)
+        times, cpu, state = _time_steps(step, state, lambda i, b=batch: b, args)
         med = statistics.median(times)
         row = {
             "what": kind,
@@ -193,6 +199,8 @@ def main(argv=None) -> int:
             "first_steps_s": round(time.perf_counter() - t0 - sum(times), 2),
             "step_s": round(med, 3),
             "samples_per_s": round(args.batch / med, 4),
+            "cpu_s_per_step": round(statistics.median(cpu), 3),  # steadier than step_s on a shared CPU
+            "allocator": allocator,
         }
         if kind == "refiner":
             row["original_samples_per_s"] = round(ORIGINAL_REFINER_SAMPLES_PER_S, 4)
@@ -206,7 +214,7 @@ def main(argv=None) -> int:
             c.data.train_list = list_path
             loader = make_train_loader(c, "train", kind, batch_size=args.batch, seed=0, workers=args.workers)
             it = iter(loader)
-            times, state = _time_steps(step, state, lambda i, it=it: (lambda: shard_batch(next(it), mesh)), args)
+            times, _, state = _time_steps(step, state, lambda i, it=it: (lambda: shard_batch(next(it), mesh)), args)
             med = statistics.median(times)
             row = dict(row, feed=f"grain loader, {args.workers} workers, {args.image_size}px JPEGs",
                        step_s=round(med, 3), samples_per_s=round(args.batch / med, 4))  # fmt: skip

@@ -16,7 +16,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     # --- data (magnet_jax.data) ---
     c.data = ml_collections.ConfigDict()
-    c.data.name = "cityscapes"  # cityscapes | deepglobe | synthetic | custom
+    c.data.name = "cityscapes"  # magnet_jax.data.DATASET_NAMES: cityscapes deepglobe gleason inria synthetic custom
     c.data.source = "file_list"  # file_list | tfds | synthetic
     c.data.root = "data/cityscapes"  # image/label paths in the lists are relative to it
     c.data.train_list = "data/list/cityscapes/train.txt"
@@ -25,12 +25,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.eval_split = "val"  # train | val | test
     c.data.num_classes = 19
     c.data.ignore_label = 255
-    # Label decoding: cityscapes_label_ids | deepglobe_rgb | color_table | id_table | train_ids
-    c.data.label_format = "cityscapes_label_ids"
+    # Label decoding: cityscapes_label_ids | deepglobe_rgb | color_table | id_table | train_ids | mask_0_255;
+    # empty = the dataset's own (custom: color_table / id_table when given, else train_ids)
+    c.data.label_format = ""
     c.data.color_table = ""  # custom: "R,G,B;R,G,B;..." one entry per class, in class order
     c.data.id_table = ""  # custom: "raw_id:class,raw_id:class,..."; unlisted ids -> ignore
     c.data.binarize_masks = False  # DeepGlobe challenge: threshold RGB masks at 128 first
-    c.data.miou_classes = ""  # classes averaged into mIoU, "1,2,3"; empty = all
+    c.data.miou_classes = ""  # classes averaged into mIoU, "1,2,3"; empty = the dataset's (DeepGlobe 1..6)
+    c.data.metric = ""  # overall metric miou | fwiou | iou_class:K; empty = the dataset's (Gleason fwiou)
     c.data.class_names = ""  # comma-separated, for tables; empty = dataset default
     c.data.num_workers = 2
     c.data.tfds_data_dir = ""  # tfds source: where TFDS keeps prepared datasets
@@ -44,7 +46,8 @@ def default_config() -> ml_collections.ConfigDict:
 
     # --- models (magnet_jax.models) ---
     c.model = ml_collections.ConfigDict()
-    c.model.backbone = "hrnet18+ocr"  # fpn | psp | hrnet18+ocr | hrnet48+ocr
+    c.model.backbone = "hrnet18+ocr"  # fpn | psp | hrnet18+ocr | hrnet48+ocr | small (magnet_jax.models)
+    c.model.refiner = "refinement"  # the refiner of every stage (magnet_jax.models.REFINER_NAMES)
 
     # --- MagNet inference (magnet_jax.inference) ---
     c.magnet = ml_collections.ConfigDict()
@@ -56,6 +59,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.magnet.smooth_kernel = 5
     c.magnet.compat = "paper"  # paper (defects fixed) | reference (the original, defects included)
     c.magnet.patch_batch_size = 0  # patches per backbone call (one compiled shape); 0 = auto (CPU 1, GPU 8)
+    c.magnet.dtype = "float32"  # model compute: float32 (parity) | bfloat16 (opt-in fast mode, mostly for GPUs)
+    c.magnet.streamed = "auto"  # predict tile by tile, maps on disk: auto (a stage map > 1 GiB) | on | off
+    c.magnet.tile_patches = 4  # streamed: a tile is tile_patches x tile_patches patches (memory ~ its square)
+    c.magnet.stream_dtype = "float32"  # streamed: stage maps on disk as float32 (exact) | float16 (half the I/O)
 
     # --- checkpoints to start from ---
     c.checkpoint = ml_collections.ConfigDict()
@@ -140,7 +147,11 @@ def parse_int_list(text: str, field: str) -> list[int]:
 
 
 def validate_config(c: ml_collections.ConfigDict) -> None:
-    """Raises ValueError naming the first contradictory or out-of-range field."""
+    """Raises ValueError naming the first contradictory or out-of-range field of the schema itself.
+
+    Checks that need other layers (model names against the registry, the MagNet plan, the dataset's
+    classes) are `magnet_jax.commands.checks.check_config`, which calls this first.
+    """
     scales = parse_sizes(c.magnet.scales, "magnet.scales")
     for (w0, h0), (w1, h1) in zip(scales, scales[1:], strict=False):
         if w1 <= w0 or h1 <= h0:
@@ -166,10 +177,14 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.magnet.compat: expected 'paper' or 'reference', got {c.magnet.compat!r}")
     if c.magnet.patch_batch_size < 0:
         raise ValueError(f"config.magnet.patch_batch_size: expected >= 1 (or 0: auto), got {c.magnet.patch_batch_size}")
-    # The MagNet plan checks the rest (n_points finite, n_patches within the largest patch grid, ...).
-    from magnet_jax.inference.plan import plan_from_config
-
-    plan_from_config(c)
+    if c.magnet.dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"config.magnet.dtype: expected 'float32' or 'bfloat16', got {c.magnet.dtype!r}")
+    if c.magnet.streamed not in ("auto", "on", "off"):
+        raise ValueError(f"config.magnet.streamed: expected 'auto', 'on' or 'off', got {c.magnet.streamed!r}")
+    if not isinstance(c.magnet.tile_patches, int) or c.magnet.tile_patches < 1:
+        raise ValueError(f"config.magnet.tile_patches: expected an integer >= 1, got {c.magnet.tile_patches!r}")
+    if c.magnet.stream_dtype not in ("float32", "float16"):
+        raise ValueError(f"config.magnet.stream_dtype: expected 'float32' or 'float16', got {c.magnet.stream_dtype!r}")
     refiners = [p for p in str(c.checkpoint.refiners).split(",") if p.strip()]
     n_stages = len(scales) - 1
     if refiners and len(refiners) not in (1, n_stages):
@@ -223,3 +238,18 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     if c.train.batch_size < 1:
         raise ValueError(f"config.train.batch_size: expected >= 1, got {c.train.batch_size}")
     parse_int_list(c.train.lr_milestones, "train.lr_milestones")
+
+
+def load_config_file(path, arg: str | None = None) -> ml_collections.ConfigDict:
+    """`get_config(arg)` of a config file, as `main.py --config PATH[:ARG]` loads it (sweep configs build
+    on their base config this way)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(f"magnet_jax_config_{path.stem}", path)
+    if spec is None or not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()

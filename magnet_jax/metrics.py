@@ -5,9 +5,14 @@
 - IoU per class: `diag / max(1, row_sum + col_sum - diag)` (a class absent from both the labels
   and the predictions scores 0, as in the original).
 - mIoU: the mean of the IoU over a dataset-specific set of classes: Cityscapes averages all 19,
-  DeepGlobe classes 1..6 (class 0 "unknown" is excluded). `miou_classes(config)` resolves it.
-- Frequency-weighted IoU (the original's per-image progress-bar number): IoU weighted by the
-  ground-truth pixel share of each averaged class.
+  DeepGlobe classes 1..6 (class 0 "unknown" is excluded). The dataset registry resolves the set
+  (`magnet_jax.data.dataset_spec(config).miou_classes`).
+- Frequency-weighted IoU (the original's per-image progress-bar number, and its overall Gleason
+  number `get_freq_iou`): IoU weighted by the ground-truth pixel share of each averaged class.
+- The overall metric of a benchmark (`overall_score`), one of `METRICS`:
+  `"miou"` (Cityscapes, DeepGlobe), `"fwiou"` (Gleason: the original's `get_freq_iou` over classes
+  1..4), `"iou_class:K"` (the IoU of class K alone: Inria Aerial's building IoU, class 1, which the
+  field reports as its "mIoU").
 
 NumPy functions work on host arrays (evaluation); `confusion_matrix_jax` is the jit-able twin for
 training-time validation on device.
@@ -26,9 +31,13 @@ __all__ = [
     "freq_weighted_iou",
     "iou_per_class",
     "mean_iou",
-    "miou_classes",
+    "METRICS",
+    "overall_score",
+    "parse_metric",
     "format_iou_table",
 ]
+
+METRICS = ("miou", "fwiou", "iou_class:K")
 
 
 def confusion_matrix(
@@ -56,17 +65,18 @@ def confusion_matrix(
 
 
 def confusion_matrix_jax(label, pred, num_classes: int, ignore_label: int | None = None):
-    """jit-able confusion matrix: same definition as `confusion_matrix`, returns `[n, n]` int32."""
+    """jit-able confusion matrix: same definition as `confusion_matrix`, returns `[n, n]` int32
+    (used inside the training steps; one bincount with an overflow bin for the pixels left out)."""
     import jax.numpy as jnp
 
+    n = int(num_classes)
     label = jnp.asarray(label).astype(jnp.int32).ravel()
     pred = jnp.asarray(pred).astype(jnp.int32).ravel()
-    valid = (label >= 0) & (label < num_classes) & (pred >= 0) & (pred < num_classes)
+    valid = (label >= 0) & (label < n) & (pred >= 0) & (pred < n)
     if ignore_label is not None:
         valid &= label != ignore_label
-    idx = jnp.where(valid, num_classes * label + pred, 0)
-    counts = jnp.zeros((num_classes * num_classes,), jnp.int32).at[idx].add(valid.astype(jnp.int32))
-    return counts.reshape(num_classes, num_classes)
+    idx = jnp.where(valid, n * label + pred, n * n)
+    return jnp.bincount(idx, length=n * n + 1)[: n * n].reshape(n, n).astype(jnp.int32)
 
 
 def iou_per_class(conf: np.ndarray) -> np.ndarray:
@@ -108,23 +118,45 @@ def freq_weighted_iou(conf: np.ndarray, classes: Sequence[int] | None = None) ->
     return float((iou_per_class(conf)[cls] * freq[cls]).sum() / total)
 
 
+def parse_metric(metric: str, num_classes: int, field: str = "config.data.metric") -> tuple[str, int | None]:
+    """`"miou"` | `"fwiou"` | `"iou_class:K"` -> (kind, K or None); ValueError naming `field` otherwise."""
+    text = str(metric).strip()
+    if text in ("miou", "fwiou"):
+        return text, None
+    kind, _, k = text.partition(":")
+    if kind == "iou_class" and k.strip().isdigit() and 0 <= int(k) < int(num_classes):
+        return kind, int(k)
+    raise ValueError(
+        f"{field}: expected 'miou', 'fwiou' or 'iou_class:K' with K in 0..{int(num_classes) - 1}, got {metric!r}"
+    )
+
+
+def overall_score(conf: np.ndarray, classes: Sequence[int] | None, metric: str) -> float:
+    """A benchmark's overall number from a summed confusion matrix `[n, n]` (a fraction, 0..1).
+
+    - "miou": `mean_iou(conf, classes)`;
+    - "fwiou": `freq_weighted_iou(conf, classes)` (the original's `get_freq_iou`, Gleason);
+    - "iou_class:K": the IoU of class K (`classes` unused; Inria: K = 1, building).
+    An empty matrix scores 0.
+    """
+    conf = np.asarray(conf)
+    kind, k = parse_metric(metric, conf.shape[0], field="metric")
+    if kind == "miou":
+        return mean_iou(conf, classes)
+    if kind == "fwiou":
+        return freq_weighted_iou(conf, classes)
+    return float(iou_per_class(conf)[k]) if conf.sum() else 0.0
+
+
 def miou_classes(config) -> list[int]:
-    """The classes averaged into mIoU: `config.data.miou_classes` ("1,2,3"), else the dataset's definition
-    (DeepGlobe: 1..n-1, everything else: all classes)."""
-    n = int(config.data.num_classes)
-    text = str(getattr(config.data, "miou_classes", "") or "").strip()
-    if text:
-        try:
-            cls = [int(t) for t in text.split(",") if t.strip()]
-        except ValueError:
-            raise ValueError(f"config.data.miou_classes: expected comma-separated integers, got {text!r}") from None
-        bad = [c for c in cls if c < 0 or c >= n]
-        if bad:
-            raise ValueError(f"config.data.miou_classes: classes {bad} out of range for {n} classes")
-        return cls
-    if str(config.data.name) == "deepglobe":
-        return list(range(1, n))
-    return list(range(n))
+    """Compatibility shim (remove with its last caller, `inference/evaluate.py`): the registry's mIoU classes.
+
+    Resolved by `magnet_jax.data.dataset_spec(config).miou_classes`, the one home of that rule. Looked up at
+    call time through importlib on purpose: metrics sits below data, and this shim must not import upward.
+    """
+    import importlib
+
+    return list(importlib.import_module("magnet_jax.data").dataset_spec(config).miou_classes)
 
 
 class ConfusionMatrix:

@@ -30,13 +30,46 @@ def normalize(image_u8: np.ndarray) -> np.ndarray:
     return ((image_u8.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
 
 
+class ImageDecodeError(ValueError):
+    """An image file that is missing, truncated or corrupt (named in the message)."""
+
+
+def check_image_complete(path: str) -> None:
+    """Raises ImageDecodeError if `path` is a truncated or corrupt JPEG / PNG.
+
+    OpenCV decodes a truncated JPEG into a grey-filled image with only a warning on stderr; this check
+    refuses it: a JPEG must end with its EOI marker (FF D9, trailing padding allowed), a PNG must pass
+    Pillow's chunk CRC verification up to its IEND chunk.
+    """
+    import os
+
+    with open(path, "rb") as f:
+        head = f.read(8)
+        size = os.fstat(f.fileno()).st_size
+        f.seek(max(0, size - 64))
+        tail = f.read()
+    if head[:3] == b"\xff\xd8\xff":
+        if not tail.rstrip(b"\x00\n\r ").endswith(b"\xff\xd9"):
+            raise ImageDecodeError(f"cannot read image {path}: truncated JPEG (no end-of-image marker)")
+    elif head == b"\x89PNG\r\n\x1a\n":
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except Exception as e:  # noqa: BLE001 - Pillow raises several types for broken files
+            raise ImageDecodeError(f"cannot read image {path}: corrupt PNG ({e})") from None
+
+
 def read_image_rgb(path: str) -> np.ndarray:
-    """Reads an image file as RGB uint8 `[H, W, 3]`; a clear error if missing or unreadable."""
+    """Reads an image file as RGB uint8 `[H, W, 3]`, strictly: a missing, truncated or corrupt file is an
+    error naming it (FileNotFoundError / ImageDecodeError), never a grey fill."""
     import os
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"image not found: {path}")
+    check_image_complete(path)
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
-        raise ValueError(f"cannot read image {path}: not an image file OpenCV can decode, or corrupt")
+        raise ImageDecodeError(f"cannot read image {path}: not an image file OpenCV can decode, or corrupt")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

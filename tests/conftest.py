@@ -10,6 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from magnet_jax.runtime import configure_allocator
+
+# As the entry points do, before JAX allocates (tests/test_runtime.py checks the outputs are bit-identical).
+configure_allocator()
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MAGNET_SHARED", REPO.parent / "shared"))
 PARITY = SHARED / "parity"
@@ -47,3 +52,23 @@ def synth_state_dict(parity_dir):
         return synth(manifest, salt, bn)
 
     return build
+
+
+def run_main(args: list[str], cwd: Path | None = None, timeout: int = 900):
+    """`python main.py ARGS` in a subprocess, as a user runs it; returns the CompletedProcess."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, str(REPO / "main.py"), *args], cwd=cwd or REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """The workdir of one `configs/synthetic.py:smoke` run (the main job's whole path, tiny), shared by the
+    smoke, sweep and notebook tests so that CI trains once."""
+    workdir = tmp_path_factory.mktemp("smoke") / "run"
+    proc = run_main(["--config", str(REPO / "configs" / "synthetic.py") + ":smoke", "--workdir", str(workdir)])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (workdir / "stdout.txt").write_text(proc.stdout)
+    return workdir

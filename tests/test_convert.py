@@ -1,4 +1,4 @@
-"""The .pth converter (magnet_jax.convert) and weights checkpoints (magnet_jax.checkpoints).
+"""The .pth converter (magnet_jax.convert) and weights checkpoints (magnet_jax.weights).
 
 Checkpoints are written here with torch.save from the synthetic weights of the parity
 fixtures, exactly as the original's scripts write them: backbones as the training
@@ -18,16 +18,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from magnet_jax.checkpoints import (
+from magnet_jax.convert import load_torch_checkpoint, main  # imports torch only when reading a .pth
+from magnet_jax.models import build_model
+from magnet_jax.models.state_dict import StateDictMismatchError, load_state_dict
+from magnet_jax.weights import (
     CheckpointError,
     load_model_weights,
     load_refiners,
     read_weights_metadata,
     save_model_weights,
 )
-from magnet_jax.convert import load_torch_checkpoint, main  # imports torch only when reading a .pth
-from magnet_jax.models import build_model
-from magnet_jax.models.state_dict import StateDictMismatchError, load_state_dict
 
 try:
     import torch
@@ -375,9 +375,9 @@ def test_folder_that_is_not_a_weights_checkpoint(tmp_path):
 
 @torch_test
 def test_load_refiners(refine_ckpt, refine_pth):
-    shared = load_refiners(str(refine_ckpt), 19, 3)
+    shared = load_refiners(str(refine_ckpt), 19, 3, refiner="refinement")
     assert len(shared) == 3 and shared[0] is shared[1] is shared[2]
-    per_stage = load_refiners(f"{refine_ckpt},{refine_pth}", 19, 2)
+    per_stage = load_refiners(f"{refine_ckpt},{refine_pth}", 19, 2, refiner="refinement")
     assert len(per_stage) == 2 and per_stage[0] is not per_stage[1]
     with pytest.raises(ValueError, match="lists 2 checkpoints.*expected 1 \\(shared\\) or 3"):
-        load_refiners(f"{refine_ckpt},{refine_pth}", 19, 3)
+        load_refiners(f"{refine_ckpt},{refine_pth}", 19, 3, refiner="refinement")

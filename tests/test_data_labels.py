@@ -1,11 +1,12 @@
-"""Label decoding (Cityscapes ids, DeepGlobe colours, custom tables) and dataset_info."""
+"""Label decoding (Cityscapes ids, DeepGlobe colours, custom tables, 0/255 masks) and class-name resolution."""
 
 import numpy as np
 import pytest
 
 from magnet_jax.config import default_config
-from magnet_jax.data import DataError, dataset_info, make_label_decoder
-from magnet_jax.data.labels import CITYSCAPES_ID_TO_TRAIN_ID, DEEPGLOBE_COLORS
+from magnet_jax.data import DataError, dataset_spec, make_label_decoder
+from magnet_jax.data.datasets.cityscapes import ID_TO_TRAIN_ID as CITYSCAPES_ID_TO_TRAIN_ID
+from magnet_jax.data.datasets.deepglobe import COLORS as DEEPGLOBE_COLORS
 
 
 def _config(**data):
@@ -74,17 +75,17 @@ def test_gray_decoder_refuses_colour_labels():
         decode(np.zeros((2, 2, 3), np.uint8))
 
 
-def test_dataset_info_defaults_and_custom():
-    info = dataset_info(_config(name="deepglobe", num_classes=7, miou_classes="1,2,3,4,5,6"))
+def test_dataset_spec_defaults_and_custom():
+    info = dataset_spec(_config(name="deepglobe", num_classes=7, miou_classes="1,2,3,4,5,6"))
     assert info.class_names[1] == "urban" and info.miou_classes == (1, 2, 3, 4, 5, 6) and info.num_classes == 7
-    info = dataset_info(_config(name="cityscapes"))
+    info = dataset_spec(_config(name="cityscapes"))
     assert len(info.class_names) == 19 and info.ignore_label == 255 and info.miou_classes == tuple(range(19))
-    info = dataset_info(_config(name="custom", num_classes=2, class_names="sea, land"))
+    info = dataset_spec(_config(name="custom", num_classes=2, class_names="sea, land"))
     assert info.class_names == ("sea", "land")
     with pytest.raises(DataError, match="num_classes is 3 but there are 2 class names"):
-        dataset_info(_config(name="custom", num_classes=3, class_names="sea,land"))
+        dataset_spec(_config(name="custom", num_classes=3, class_names="sea,land"))
     with pytest.raises(DataError, match="outside 0..6"):
-        dataset_info(_config(name="deepglobe", num_classes=7, miou_classes="1,7"))
+        dataset_spec(_config(name="deepglobe", num_classes=7, miou_classes="1,7"))
 
 
 def test_large_colour_tables_take_the_hash_path():
@@ -99,3 +100,10 @@ def test_large_colour_tables_take_the_hash_path():
     bad[0, 0] = (255, 254, 253)
     with pytest.raises(DataError, match=r"1 pixels in 1 colours .*\(255,254,253\) x1"):
         decode(bad)
+
+
+def test_binary_0_255_masks():
+    decode = make_label_decoder(_config(name="inria", label_format="", num_classes=2))  # the dataset's format
+    np.testing.assert_array_equal(decode(np.array([[0, 255, 255, 0]], np.uint8)), [[0, 1, 1, 0]])
+    with pytest.raises(DataError, match=r"1 pixels have ids outside the 0/255 mask values: 128 \(1 px\)"):
+        decode(np.array([[0, 128]], np.uint8))

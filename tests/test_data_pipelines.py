@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from helpers.fakes import write_deepglobe
 
 from magnet_jax.config import default_config
 from magnet_jax.data import build_source, make_eval_iterator, make_train_loader, steps_per_epoch
-from magnet_jax.data.fakes import write_deepglobe
 
 N = 6
 

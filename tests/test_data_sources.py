@@ -5,11 +5,12 @@ import os
 import cv2
 import numpy as np
 import pytest
+from helpers.fakes import write_cityscapes_tree, write_deepglobe
 
 from magnet_jax.config import default_config
 from magnet_jax.data import DataError, MissingDataError, build_source, read_file_list, write_file_list
-from magnet_jax.data.fakes import write_cityscapes_tree, write_deepglobe
-from magnet_jax.data.labels import CITYSCAPES_ID_TO_TRAIN_ID, DEEPGLOBE_COLORS
+from magnet_jax.data.datasets.cityscapes import ID_TO_TRAIN_ID as CITYSCAPES_ID_TO_TRAIN_ID
+from magnet_jax.data.datasets.deepglobe import COLORS as DEEPGLOBE_COLORS
 
 
 def _deepglobe_config(root, lists, **data):

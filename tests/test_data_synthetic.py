@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from magnet_jax.config import default_config
-from magnet_jax.data import DataError, build_source, dataset_info, synthetic
+from magnet_jax.data import DataError, build_source, dataset_spec, synthetic
 from magnet_jax.preprocess import resize_image
 
 
@@ -93,7 +93,7 @@ def test_written_once_and_read_through_file_lists(tmp_path):
     assert os.path.getmtime(folder / "synthetic.json") == mtime  # not regenerated
     c.data.synthetic.num_val = 1
     assert len(build_source(c, "val", workdir=str(tmp_path))) == 1  # other parameters: regenerated
-    assert dataset_info(c).class_names == synthetic.CLASS_NAMES
+    assert dataset_spec(c).class_names == synthetic.CLASS_NAMES
 
 
 def test_root_overrides_workdir_and_foreign_folders_are_left_alone(tmp_path):
@@ -111,5 +111,5 @@ def test_root_overrides_workdir_and_foreign_folders_are_left_alone(tmp_path):
         build_source(c, "train")
     c.data.root = str(tmp_path / "mine")
     c.data.num_classes = 4
-    with pytest.raises(DataError, match="synthetic dataset has 5 classes"):
+    with pytest.raises(DataError, match="num_classes is 4 but there are 5 class names .*synthetic"):
         build_source(c, "train")

@@ -4,11 +4,11 @@ import zipfile
 
 import numpy as np
 import pytest
+from helpers.fakes import cityscapes_files, write_cityscapes_zips
 
 from magnet_jax.config import default_config
 from magnet_jax.data import MissingDataError, build_source, make_train_loader
-from magnet_jax.data.fakes import cityscapes_files, write_cityscapes_zips
-from magnet_jax.data.labels import CITYSCAPES_ID_TO_TRAIN_ID
+from magnet_jax.data.datasets.cityscapes import ID_TO_TRAIN_ID as CITYSCAPES_ID_TO_TRAIN_ID
 
 pytest.importorskip("tensorflow_datasets")
 

@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
+from helpers.fakes import blob_label, fake_photo
 
 from magnet_jax.data import backbone_sample, eval_sample, patch_grid, refiner_pair
-from magnet_jax.data.fakes import blob_label, fake_photo
-from magnet_jax.data.labels import DEEPGLOBE_COLORS, ColorLabelDecoder
+from magnet_jax.data.datasets.deepglobe import COLORS as DEEPGLOBE_COLORS
+from magnet_jax.data.labels import ColorLabelDecoder
 from magnet_jax.preprocess import normalize, resize_image, resize_label
 
 SCALES = [(48, 24), (96, 48), (192, 96)]

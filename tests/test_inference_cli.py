@@ -23,8 +23,8 @@ SMALL = [
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    from magnet_jax.checkpoints import save_model_weights
     from magnet_jax.models import build_model
+    from magnet_jax.weights import save_model_weights
 
     root = tmp_path_factory.mktemp("cli")
     save_model_weights(build_model("fpn", 7), root / "backbone", model_name="fpn", num_classes=7)
@@ -80,6 +80,8 @@ def test_predict_command(assets, tmp_path):
             "stage2_256x256_overlay.png",
             "stage1_uncertainty.png",
             "stage2_error.png",
+            "stage1_figure.png",
+            "final_figure.png",
         ):
             img = cv2.imread(str(folder / f))
             assert img is not None, f
@@ -88,14 +90,34 @@ def test_predict_command(assets, tmp_path):
     assert len(summary["images"]) == 2
 
 
-def test_predict_bad_inputs(assets, tmp_path):
-    from magnet_jax.config import default_config
-    from magnet_jax.inference.predict import expand_images, run_predict
+def test_predict_skips_bad_images_and_reports_them(assets, tmp_path):
+    """A folder with one truncated JPEG in the middle: the others are predicted, the bad one is named,
+    listed in the summary, and the exit status is 1."""
+    from magnet_jax.inference.predict import expand_images
 
-    bad = tmp_path / "bad.jpg"
-    bad.write_text("not an image")
-    with pytest.raises(ValueError, match="cannot read image"):
-        run_predict(default_config(), str(tmp_path / "o"), [str(bad)])
+    imgs = tmp_path / "mixed"
+    imgs.mkdir()
+    good = cv2.imread(str(assets / "imgs" / "im0.png"))
+    cv2.imwrite(str(imgs / "a.jpg"), good)
+    data = cv2.imencode(".jpg", good)[1].tobytes()
+    (imgs / "b.jpg").write_bytes(data[: len(data) // 3])  # cut to a third: OpenCV would decode grey fill
+    cv2.imwrite(str(imgs / "c.png"), good)
+    out = tmp_path / "out"
+    proc = _main(
+        ["--config", str(REPO / "configs" / "deepglobe.py"), "--mode=predict", "--image", str(imgs),
+         "--workdir", str(out), f"--config.checkpoint.backbone={assets / 'backbone'}",
+         f"--config.checkpoint.refiners={assets / 'refiner'}", "--config.magnet.scales=64-64,128-128", *SMALL],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert "skipped: cannot read image" in proc.stdout and "b.jpg: truncated JPEG" in proc.stdout
+    assert proc.stderr.strip().splitlines()[-1].startswith("main.py: error: 1 of 3 images could not be read: b.jpg")
+    summary = json.loads((out / "predict_summary.json").read_text())
+    assert [os.path.basename(i["image"]) for i in summary["images"]] == ["a.jpg", "c.png"]
+    assert [os.path.basename(i["image"]) for i in summary["skipped"]] == ["b.jpg"]
+    assert (out / "c" / "predictions.npz").is_file() and not (out / "b").exists()
+
     with pytest.raises(FileNotFoundError, match="no such file"):
         expand_images([str(tmp_path / "missing.png")])
     with pytest.raises(FileNotFoundError, match="no file matches"):
@@ -105,8 +127,8 @@ def test_predict_bad_inputs(assets, tmp_path):
 
 def test_evaluate_on_tiny_deepglobe_list(assets, tmp_path):
     from configs.deepglobe import get_config
-    from magnet_jax.config import validate_config
-    from magnet_jax.inference.evaluate import run_evaluate
+    from magnet_jax.commands.checks import check_config
+    from magnet_jax.commands.evaluate import run_evaluate
 
     colors = [(0, 0, 0), (0, 255, 255), (255, 255, 0), (255, 0, 255), (0, 255, 0), (0, 0, 255), (255, 255, 255)]
     rng = np.random.default_rng(1)
@@ -127,11 +149,14 @@ def test_evaluate_on_tiny_deepglobe_list(assets, tmp_path):
     c.checkpoint.backbone = str(assets / "backbone")
     c.checkpoint.refiners = f"{assets / 'refiner'},{assets / 'refiner'}"  # one per refinement stage
     c.eval.save_pictures = True
-    validate_config(c)
+    check_config(c, "evaluate")
     work = tmp_path / "work"
     res = run_evaluate(c, str(work))
     saved = json.loads((work / "results.json").read_text())
     assert saved["num_images"] == 2 and saved["miou_classes"] == [1, 2, 3, 4, 5, 6]
-    assert np.array(saved["refined"]["confusion"]).sum() == 2 * 140 * 120
-    assert res["coarse"]["miou"] == pytest.approx(np.mean(np.array(res["coarse"]["iou"])[1:]))
+    assert np.array(saved["confusion"]["refined"]).sum() == 2 * 140 * 120
+    assert res["miou"]["coarse"] == pytest.approx(np.mean(np.array(res["iou"]["coarse"])[1:]))
+    assert saved["protocol"]["classes_averaged"] == [1, 2, 3, 4, 5, 6] and saved["protocol"]["metric"] == "miou"
+    assert saved["protocol"]["list_sha256"]  # the split's list file is named by its checksum
+    assert len(saved["miou"]["stages"]) == 3 and saved["compute"]["gflops"] > 0
     assert len(list((work / "pictures").glob("*.png"))) == 2

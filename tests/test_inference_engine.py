@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
 from magnet_jax.config import default_config
+from magnet_jax.evaluation import Evaluator, format_results
 from magnet_jax.inference.engine import MagNetPredictor, prepare_patches
-from magnet_jax.inference.evaluate import evaluate_source, results_table
 from magnet_jax.inference.plan import make_plan
 
 N_CLASSES = 4
@@ -127,53 +128,99 @@ class _ListSource:
         return self.samples[i]
 
 
-def test_evaluate_source_metrics_and_pictures(models, tmp_path):
-    backbone, refiners = models
-    pred = MagNetPredictor(_plan(), backbone, refiners)
+def _dataset(miou_classes: str = ""):
+    from magnet_jax.data import dataset_spec
+
+    c = default_config()
+    c.data.name, c.data.num_classes, c.data.miou_classes = "custom", N_CLASSES, miou_classes
+    return dataset_spec(c)
+
+
+def _samples(n=2):
     samples = []
-    for i in range(2):
+    for i in range(n):
         img = _image(seed=i)
         label = np.zeros(img.shape[:2], np.uint8)
         label[75:, 57:] = 2
         label[:5] = 255  # ignored
         samples.append({"image": img, "label": label, "name": f"img{i}"})
-    res = evaluate_source(
-        pred,
-        _ListSource(samples),
-        num_classes=N_CLASSES,
-        miou_classes_=[1, 2, 3],
-        ignore_label=255,
-        pictures_dir=str(tmp_path / "pics"),
-        num_pictures=1,
-        progress=False,
-    )
-    assert res["num_images"] == 2
-    for key in ("coarse", "refined"):
-        cm = np.array(res[key]["confusion"])
+    return samples
+
+
+def test_evaluator_views_metrics_and_schema(models):
+    backbone, refiners = models
+    pred = MagNetPredictor(_plan(), backbone, refiners)
+    res = Evaluator(pred, _dataset("1,2,3"), patch_view=True).run(_ListSource(_samples()), progress=False)
+    assert res["num_images"] == 2 and res["partial"] is False
+    for key in ("coarse", "refined", "patch"):
+        cm = np.array(res["confusion"][key])
         assert cm.sum() == 2 * (150 - 5) * 170  # labels are compared at their own resolution
-        assert 0.0 <= res[key]["miou"] <= 1.0
-        assert res[key]["miou"] == pytest.approx(np.mean(np.array(res[key]["iou"])[[1, 2, 3]]))
-    assert (tmp_path / "pics" / "img0.png").exists() and not (tmp_path / "pics" / "img1.png").exists()
-    assert "mIoU" in results_table(res)
+        assert 0.0 <= res["miou"][key] <= 1.0
+        assert res["miou"][key] == pytest.approx(np.mean(np.array(res["iou"][key])[[1, 2, 3]]))
+    stages = res["miou"]["stages"]
+    assert len(stages) == len(pred.plan.scales)
+    assert stages[0] == res["miou"]["coarse"] and stages[-1] == res["miou"]["refined"]
+    plan = pred.plan
+    assert res["compute"]["backbone_passes"] == 1 + sum(st.k for st in plan.stages)
+    assert res["compute"]["points_budget"] == [st.budget for st in plan.stages]
+    assert "mIoU" in format_results(res) and "patch" in format_results(res)
     json.dumps(res)
 
 
-def test_run_evaluate_with_injected_predictor(models, tmp_path):
-    from magnet_jax.inference.evaluate import run_evaluate
+def test_evaluator_equals_direct_prediction(models):
+    """The refined and coarse views are the predictor's own argmax at the label's size."""
+    from magnet_jax.metrics import confusion_matrix
 
     backbone, refiners = models
     pred = MagNetPredictor(_plan(), backbone, refiners)
-    c = default_config()
-    c.data.name, c.data.num_classes, c.data.miou_classes = "custom", N_CLASSES, ""
-    c.eval.save_pictures = True
-    label = np.ones((150, 170), np.uint8)
-    out = run_evaluate(
-        c, str(tmp_path), predictor=pred, source=_ListSource([{"image": _image(), "label": label, "name": "a"}])
+    samples = _samples(1)
+    res = Evaluator(pred, _dataset()).run(_ListSource(samples), progress=False)
+    out = pred.predict(samples[0]["image"])
+    label = samples[0]["label"]
+    refined = pred.argmax_at(out.final_probs, label.shape)
+    coarse = pred.argmax_at(out.stages[0].probs, label.shape)
+    np.testing.assert_array_equal(res["confusion"]["refined"], confusion_matrix(label, refined, N_CLASSES, 255))
+    np.testing.assert_array_equal(res["confusion"]["coarse"], confusion_matrix(label, coarse, N_CLASSES, 255))
+
+
+def test_swap_weights_reuses_compiled_stages(models):
+    backbone, refiners = models
+    pred = MagNetPredictor(_plan(), backbone, [TinyRefiner(N_CLASSES, 5)])
+    evaluator = Evaluator(pred, _dataset())
+    source = _ListSource(_samples(1))
+    first = evaluator.run(source, progress=False)
+    other = TinyRefiner(N_CLASSES, 9)
+    evaluator.swap_weights(refiners=[other])
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, duration, **kw: compiles.append(event) if "backend_compile" in event else None
     )
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["refined"]["miou"] == pytest.approx(out["refined"]["miou"])
-    assert saved["miou_classes"] == list(range(N_CLASSES))
-    assert (tmp_path / "pictures" / "a.png").exists()
+    swapped = evaluator.run(source, progress=False)
+    assert compiles == []  # the compiled stages were reused
+    assert swapped["confusion"]["refined"] != first["confusion"]["refined"]  # the new weights were used
+    fresh = Evaluator(MagNetPredictor(_plan(), backbone, [other]), _dataset()).run(source, progress=False)
+    assert swapped["confusion"] == fresh["confusion"]
+    with pytest.raises(ValueError, match="architecture differs"):
+        evaluator.swap_weights(backbone=TinyRefiner(N_CLASSES))
+
+
+def test_interrupted_evaluation_keeps_partial_results(models):
+    from magnet_jax.evaluation import EvaluationInterrupted
+
+    class Broken(_ListSource):
+        def __getitem__(self, i):
+            if i == 1:
+                raise ValueError("cannot read label x.png: truncated")
+            return super().__getitem__(i)
+
+    backbone, refiners = models
+    evaluator = Evaluator(MagNetPredictor(_plan(), backbone, refiners), _dataset())
+    with pytest.raises(EvaluationInterrupted, match="sample 1 of 3") as info:
+        evaluator.run(Broken(_samples(3)), progress=False)
+    partial = info.value.results
+    assert partial["partial"] is True and partial["num_images"] == 1
+    assert np.array(partial["confusion"]["refined"]).sum() == (150 - 5) * 170
+    assert "truncated" in partial["error"]
 
 
 def test_refresh_weights_picks_up_new_values(models):

@@ -43,7 +43,25 @@ def test_iou_and_miou_definitions():
     assert metrics.mean_iou(np.zeros((3, 3))) == 0.0
 
 
-def test_miou_classes_per_dataset():
+def test_overall_scores_miou_fwiou_and_one_class_iou():
+    # rows = truth: class 0 (background) 10 px, class 1 6 px, class 2 4 px
+    cm = np.array([[8, 1, 1], [2, 4, 0], [0, 1, 3]])
+    iou = metrics.iou_per_class(cm)
+    np.testing.assert_allclose(iou, [8 / 12, 4 / 8, 3 / 5])
+    assert metrics.overall_score(cm, [1, 2], "miou") == pytest.approx((0.5 + 0.6) / 2)
+    # The original's get_freq_iou for Gleason: (IoU[1:] * freq[1:]).sum() / freq[1:].sum()
+    freq = cm.sum(1) / cm.sum()
+    assert metrics.overall_score(cm, [1, 2], "fwiou") == pytest.approx((iou[1:] * freq[1:]).sum() / freq[1:].sum())
+    assert metrics.overall_score(cm, [1, 2], "fwiou") == pytest.approx((0.5 * 6 + 0.6 * 4) / 10)
+    assert metrics.overall_score(cm, [0, 1, 2], "iou_class:0") == pytest.approx(8 / 12)  # classes unused
+    assert metrics.overall_score(np.zeros((2, 2)), [0, 1], "iou_class:1") == 0.0
+    with pytest.raises(ValueError, match=r"'miou', 'fwiou' or 'iou_class:K' with K in 0..2, got 'iou_class:3'"):
+        metrics.overall_score(cm, [1], "iou_class:3")
+    with pytest.raises(ValueError, match="config.data.metric"):
+        metrics.parse_metric("dice", 3)
+
+
+def test_miou_classes_shim_reads_the_registry():
     c = default_config()
     c.data.name, c.data.num_classes, c.data.miou_classes = "deepglobe", 7, ""
     assert metrics.miou_classes(c) == [1, 2, 3, 4, 5, 6]

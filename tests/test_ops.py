@@ -412,18 +412,18 @@ def test_ensemble_traced_indices_keep_selection_order():
 
 @pytest.mark.parametrize("mode", ["reference", "average"])
 def test_ensemble_grid_gather_equals_box_loop(mode):
-    from magnet_jax.ops.patches import _ensemble_boxes, _ensemble_grid, _regular_grid
-
     size = (300, 140)
     ratios = patch_grid(size, (128, 64))  # overlapping 3 x 3 grid
-    boxes = patch_boxes_int(ratios, size)
-    grid = _regular_grid(boxes, size)
-    assert grid is not None
-    k = 5
-    refined = resize_bilinear(jax.random.uniform(jax.random.PRNGKey(3), (k, 32, 48, 3)), grid[2], False)
-    slots = np.full(len(ratios), -1, np.int32)
-    slots[[7, 0, 4, 2, 8]] = np.arange(k)
-    got = _ensemble_grid(refined, jnp.asarray(slots), grid, size, mode)
-    want = _ensemble_boxes({grid[2]: refined}, jnp.asarray(slots), boxes, size, mode)
+    patches = jax.random.uniform(jax.random.PRNGKey(3), (5, 32, 48, 3))
+    selected = jnp.array([7, 0, 4, 2, 8])  # traced below: all 9 grid boxes stay, 5 of them ranked
+
+    def run(method):
+        fn = jax.jit(lambda p, i: ensemble_patches(p, ratios, size, mode, indices=i, method=method))
+        return fn(patches, selected)
+
+    got, want = run("grid"), run("boxes")
     np.testing.assert_allclose(np.asarray(got[0]), np.asarray(want[0]), atol=1e-6)
     np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
+    assert 0.2 < float(np.asarray(got[1]).mean()) < 1.0  # part of the map is covered, not all of it
+    with pytest.raises(ValueError, match="method='grid' needs equal boxes"):
+        ensemble_patches(patches[:2], ratios[[0, 4]], size, mode, method="grid")

@@ -13,9 +13,9 @@ import pytest
 from flax import nnx
 
 from magnet_jax.config import default_config
+from magnet_jax.sharding import check_batch_size, make_mesh
 from magnet_jax.training.checkpointing import TrainCheckpointer
-from magnet_jax.training.mesh import check_batch_size, make_mesh
-from magnet_jax.training.run import TrainingDivergedError, _Loop
+from magnet_jax.training.loop import TrainingDivergedError, TrainLoop
 from magnet_jax.training.state import TrainState
 
 
@@ -68,18 +68,21 @@ def _make_step(tx):
 
 
 def _config(**train):
+    """The loop settings of a toy run (`training.spec.LoopSpec`), read from config.train as the commands do."""
+    from magnet_jax.training.spec import backbone_run
+
     c = default_config()
     c.train.batch_size = 2
     c.train.progress = False
     for k, v in train.items():
         c.train[k] = v
-    return c
+    return backbone_run(c, ()).loop
 
 
 def _loop(tmp_path: Path, values, config, validate=None, spe=2):
     state, tx = _state()
-    return _Loop(
-        run="toy", workdir=tmp_path, config=config, mesh=make_mesh(jax.devices()[:1]), step_fn=_make_step(tx),
+    return TrainLoop(
+        run="toy", workdir=tmp_path, loop=config, mesh=make_mesh(jax.devices()[:1]), step_fn=_make_step(tx),
         state=state, loader=_Loader(values), steps_per_epoch=spe, total_steps=len(values), meta={"run": "toy"},
         summarize=lambda host: {}, validate=validate,
     )
@@ -132,14 +135,30 @@ def test_batch_must_divide_devices():
 
 
 def test_refiner_runs_per_stage_and_shared():
-    from magnet_jax.training.run import _stage_config, refiner_runs
+    from magnet_jax.training.spec import refiner_runs
 
     c = default_config()  # Cityscapes-like: 4 scales, one refiner per stage
-    assert refiner_runs(c) == [("refiner_stage1", 1), ("refiner_stage2", 2), ("refiner_stage3", 3)]
-    c.train.stage = 2
-    assert refiner_runs(c) == [("refiner_stage2", 2)]
+    runs = refiner_runs(c, ())
+    assert [(r.name, r.stage) for r in runs] == [("refiner_stage1", 1), ("refiner_stage2", 2), ("refiner_stage3", 3)]
     # a per-stage run draws its fine scale from that stage only (the original: one run per scale)
-    assert _stage_config(c, 2).magnet.scales == "256-128,1024-512"
+    assert runs[1].data_scales == ((256, 128), (1024, 512))
+    assert [r.seed for r in runs] == [1, 2, 3]  # config.seed + stage
+    c.train.stage = 2
+    assert [(r.name, r.stage) for r in refiner_runs(c, ())] == [("refiner_stage2", 2)]
     c.train.shared_refiner = True
-    assert refiner_runs(c) == [("refiner", None)]
-    assert _stage_config(c, None).magnet.scales == c.magnet.scales
+    (shared,) = refiner_runs(c, ())
+    assert (shared.name, shared.stage, shared.seed) == ("refiner", None, 0)
+    assert shared.data_scales == ((256, 128), (512, 256), (1024, 512), (2048, 1024))
+
+
+def test_run_identity_excludes_only_resumable_fields():
+    """A resume compares every field that changes a step; stopping / logging fields may change."""
+    from magnet_jax.training.spec import backbone_run
+
+    c = default_config()
+    base = backbone_run(c, ()).identity()
+    c.train.max_steps, c.train.log_every_steps, c.train.progress = 7, 3, False
+    assert backbone_run(c, ()).identity() == base
+    c.train.lr = 0.5
+    changed = backbone_run(c, ()).identity()
+    assert {k for k in base if base[k] != changed[k]} == {"optim.lr"}

@@ -1,6 +1,6 @@
 """Multi-process ("several hosts") training on one machine: two CPU processes joined by
 `jax.distributed` (launched through the `JAX_COORDINATOR_ADDRESS` / `JAX_NUM_PROCESSES` /
-`JAX_PROCESS_ID` variables that `training.mesh.maybe_initialize_distributed` reads).
+`JAX_PROCESS_ID` variables that `magnet_jax.sharding.maybe_initialize_distributed` reads).
 
 - A training step over the global mesh of 2 processes x 2 devices, each process feeding its half of
   the batch, gives the loss and parameters of the same step on one device.
@@ -26,12 +26,12 @@ STEP_SCRIPT = textwrap.dedent(
     """
     import json
     import jax
-    from magnet_jax.training.mesh import maybe_initialize_distributed
+    from magnet_jax.sharding import maybe_initialize_distributed
     assert maybe_initialize_distributed()
     import numpy as np
     from magnet_jax.models import build_model
     from magnet_jax.training.backbone_step import make_backbone_step
-    from magnet_jax.training.mesh import make_mesh, replicate, shard_batch, to_host
+    from magnet_jax.sharding import make_mesh, replicate, shard_batch, to_host
     from magnet_jax.training.optim import sgd_coupled
     from magnet_jax.training.state import init_train_state, split_model
 
@@ -139,6 +139,6 @@ def test_two_process_main_trains_and_resumes(tmp_path):
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]  # process 0 logs, once
 
-    from magnet_jax.checkpoints import load_model_weights
+    from magnet_jax.weights import load_model_weights
 
     load_model_weights(str(workdir / "weights" / "backbone"), "small", 5)  # complete, loadable

@@ -61,9 +61,14 @@ def test_poly_is_hrnet_adjust_learning_rate():
 
 
 def test_make_schedule_auto():
+    """lr_schedule=auto: poly for the backbone run, MultiStepLR (milestones 10,20,...) for refiner runs."""
+    from magnet_jax.training.spec import backbone_run, refiner_runs
+
     c = default_config()
-    c.train.target = "backbone"
-    assert float(make_schedule(c, 10, 100)(0)) == pytest.approx(c.train.lr)
-    assert float(make_schedule(c, 10, 100)(99)) < 0.1 * c.train.lr
-    c.train.target = "refiner"
-    assert float(make_schedule(c, 10, 500)(100)) == pytest.approx(c.train.lr * 0.1)
+    backbone = backbone_run(c, tuple(range(19))).optim
+    assert backbone.schedule == "poly"
+    assert float(make_schedule(backbone, 10, 100)(0)) == pytest.approx(c.train.lr)
+    assert float(make_schedule(backbone, 10, 100)(99)) < 0.1 * c.train.lr
+    refiner = refiner_runs(c, tuple(range(19)))[0].optim
+    assert refiner.schedule == "multistep"
+    assert float(make_schedule(refiner, 10, 500)(100)) == pytest.approx(c.train.lr * 0.1)

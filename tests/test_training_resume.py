@@ -22,41 +22,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-CONFIG_TEMPLATE = '''
-from magnet_jax.config import default_config
-
-
-def get_config():
-    c = default_config()
-    c.seed = 3
-    c.data.name = "synthetic"
-    c.data.source = "synthetic"
-    c.data.root = {root!r}
-    c.data.num_classes = 5
-    c.data.num_workers = 0
-    c.data.eval_split = "test"
-    c.data.synthetic.size = 64
-    c.data.synthetic.num_train = 4
-    c.data.synthetic.num_val = 1
-    c.data.synthetic.num_test = 1
-    c.model.backbone = "small"
-    c.magnet.scales = "32-32,64-64"
-    c.magnet.crop_size = "32-32"
-    c.magnet.input_size = "32-32"
-    c.train.target = "backbone"
-    c.train.batch_size = 2
-    c.train.epochs = 4
-    c.train.lr = 0.01
-    c.train.shared_refiner = True
-    c.train.ohem_min_kept = 500
-    c.train.backbone_crop_sizes = "64-64,32-32"
-    c.train.backbone_scale_jitter = ""
-    c.train.eval_every_epochs = 0
-    c.train.checkpoint_every_steps = 2
-    c.train.log_every_steps = 1
-    c.train.progress = False
-    return c
-'''
+TINY_CONFIG = REPO / "tests" / "configs" / "tiny.py"
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +30,11 @@ def data_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("synthetic") / "data"
 
 
-def _config_text(root: Path) -> str:
-    return CONFIG_TEMPLATE.format(root=str(root))
-
-
 def _config(root: Path, **train):
-    scope: dict = {}
-    exec(_config_text(root), scope)  # noqa: S102 - the template above
-    c = scope["get_config"]()
+    from magnet_jax.config import load_config_file
+
+    c = load_config_file(TINY_CONFIG)
+    c.data.root = str(root)
     for key, value in train.items():
         c.train[key] = value
     return c
@@ -80,7 +43,7 @@ def _config(root: Path, **train):
 def _weights(path: Path, name: str) -> list[np.ndarray]:
     from flax import nnx
 
-    from magnet_jax.checkpoints import load_model_weights
+    from magnet_jax.weights import load_model_weights
 
     model = load_model_weights(str(path), name, 5)
     return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat)))]
@@ -93,7 +56,7 @@ def _assert_same(a: list[np.ndarray], b: list[np.ndarray]) -> None:
 
 
 def test_straight_equals_half_restart_half(tmp_path, data_root):
-    from magnet_jax.training.run import run_train
+    from magnet_jax.commands.train import run_train
 
     straight, split = tmp_path / "straight", tmp_path / "split"
     run_train(_config(data_root), str(straight))  # 4 epochs x 2 steps
@@ -130,14 +93,12 @@ def _committed(ckpt_dir: Path) -> list[int]:
 
 @pytest.mark.slow
 def test_sigkill_resumes_from_last_complete_checkpoint(tmp_path, data_root):
-    from magnet_jax.training.run import run_train
+    from magnet_jax.commands.train import run_train
 
-    config_file = tmp_path / "tiny.py"
-    config_file.write_text(_config_text(data_root))
     workdir = tmp_path / "killed"
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu")
-    cmd = [sys.executable, str(REPO / "main.py"), f"--config={config_file}", f"--workdir={workdir}",
-           "--config.train.epochs=500"]  # fmt: skip
+    cmd = [sys.executable, str(REPO / "main.py"), f"--config={TINY_CONFIG}", f"--workdir={workdir}",
+           f"--config.data.root={data_root}", "--config.train.epochs=500"]  # fmt: skip
     ckpt_dir = workdir / "checkpoints" / "backbone"
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     from magnet_jax.models import build_model
     from magnet_jax.training.backbone_step import make_backbone_step
-    from magnet_jax.training.mesh import make_mesh, replicate, shard_batch
+    from magnet_jax.sharding import make_mesh, replicate, shard_batch
     from magnet_jax.training.optim import sgd_coupled
     from magnet_jax.training.refiner_step import make_refiner_step
     from magnet_jax.training.state import init_train_state, split_model

@@ -13,36 +13,18 @@ class MissingDataError(DataError, FileNotFoundError):
     """A dataset folder, file list or listed file that does not exist."""
 
 
-# What to download for each known dataset, and where to put it. Nothing is downloaded automatically.
-DOWNLOAD_HINTS = {
-    "cityscapes": (
-        "Cityscapes needs registration: download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from "
-        "https://www.cityscapes-dataset.com/downloads/ into data/, then run "
-        "`python data/prepare_cityscapes.py --zips data --root data/cityscapes` (unzips and writes "
-        "data/list/cityscapes/{train,val,test}.txt). For the TFDS source put the two zips in "
-        "config.data.tfds_manual_dir instead."
-    ),
-    "deepglobe": (
-        "DeepGlobe land cover needs registration: download the land-train data (land-train.zip, 803 images "
-        "2448x2448 with RGB masks) of the DeepGlobe 2018 Land Cover challenge into data/, then run "
-        "`python data/prepare_deepglobe.py --zip data/land-train.zip --root data/deepglobe` (unzips and writes "
-        "data/list/deepglobe/{train,val,test}.txt)."
-    ),
-    "synthetic": (
-        "the synthetic dataset is generated on first use into <workdir>/synthetic_data (or config.data.root); "
-        "delete that folder to regenerate it."
-    ),
-    "custom": (
-        "put your images and labels under config.data.root and write file lists with one "
-        "`image<TAB>label` line per sample, paths relative to config.data.root (see data/README.md)."
-    ),
-}
+# What to download for each dataset, and where to put it: filled from the dataset registry
+# (`magnet_jax.data.datasets`, each dataset file's `download_hint`) when the package is imported.
+# Kept here, as a plain table, so that errors raised anywhere below the registry can name it.
+DOWNLOAD_HINTS: dict[str, str] = {}
 
 NOTHING_DOWNLOADED = "Nothing is downloaded automatically."
 
 
 def download_hint(name: str) -> str:
-    return DOWNLOAD_HINTS.get(name, DOWNLOAD_HINTS["custom"]) + " " + NOTHING_DOWNLOADED
+    """What to download for dataset `name` (the custom dataset's hint for unknown names)."""
+    hint = DOWNLOAD_HINTS.get(name, DOWNLOAD_HINTS.get("custom", ""))
+    return (hint + " " if hint else "") + NOTHING_DOWNLOADED
 
 
 def first_few(items: Sequence[str], n: int = 5) -> str:

@@ -15,29 +15,8 @@ import numpy as np
 
 from magnet_jax.data.errors import DataError, first_few
 
-# Cityscapes gtFine labelIds -> the 19 train ids (everything else -> ignore).
-CITYSCAPES_ID_TO_TRAIN_ID = {
-    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
-    23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
-}  # fmt: skip
-CITYSCAPES_CLASSES = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
-    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
-)  # fmt: skip
-# Colours of the train ids, for pictures.
-CITYSCAPES_PALETTE = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
-    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
-    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
-)  # fmt: skip
-
-# DeepGlobe land cover: RGB mask colour -> class (no ignore; class 0 is left out of the mIoU).
-DEEPGLOBE_COLORS = (
-    (0, 0, 0), (0, 255, 255), (255, 255, 0), (255, 0, 255), (0, 255, 0), (0, 0, 255), (255, 255, 255),
-)  # fmt: skip
-DEEPGLOBE_CLASSES = ("unknown", "urban", "agriculture", "rangeland", "forest", "water", "barren")
-
-LABEL_FORMATS = ("cityscapes_label_ids", "deepglobe_rgb", "color_table", "id_table", "train_ids")
+# The formats any dataset can use; dataset files add their own (cityscapes_label_ids, deepglobe_rgb).
+GENERIC_FORMATS = ("color_table", "id_table", "train_ids", "mask_0_255")
 
 
 def _pack_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -217,19 +196,17 @@ def parse_id_table(text: str) -> dict[int, int]:
     return table
 
 
-def make_label_decoder(config) -> IdLabelDecoder | ColorLabelDecoder:
-    """The decoder for `config.data.label_format` (see config.py for the formats)."""
+def generic_decoder(config, fmt: str) -> IdLabelDecoder | ColorLabelDecoder:
+    """The decoder of a format in `GENERIC_FORMATS`, from the tables and sizes in `config.data`.
+
+    - color_table: `config.data.color_table` colours -> classes;
+    - id_table: `config.data.id_table` raw ids -> classes, unlisted ids -> ignore;
+    - train_ids: class ids 0..num_classes-1 as stored (+ the ignore label); other values are errors;
+    - mask_0_255: binary masks stored as 0 / 255 (Inria Aerial's gt): 0 -> class 0, 255 -> class 1; other
+      values are errors.
+    """
     d = config.data
-    fmt = d.label_format
     ignore = int(d.ignore_label)
-    if fmt == "cityscapes_label_ids":
-        return IdLabelDecoder(CITYSCAPES_ID_TO_TRAIN_ID, ignore, name="Cityscapes labelIds table")
-    if fmt == "deepglobe_rgb":
-        return ColorLabelDecoder(
-            list(DEEPGLOBE_COLORS), list(range(7)), binarize=bool(d.binarize_masks), name="DeepGlobe colour table",
-            hint="DeepGlobe masks saved with lossy compression need config.data.binarize_masks=True "
-            "(the challenge's convention: threshold each channel at 128).",
-        )
     if fmt == "color_table":
         colors, classes = parse_color_table(d.color_table)
         return ColorLabelDecoder(colors, classes, binarize=bool(d.binarize_masks), name="config.data.color_table")
@@ -239,4 +216,6 @@ def make_label_decoder(config) -> IdLabelDecoder | ColorLabelDecoder:
         n = int(d.num_classes)
         return IdLabelDecoder({i: i for i in range(n)}, ignore, strict=True,
                               name=f"class ids 0..{n - 1} (+ ignore {ignore})")
-    raise DataError(f"config.data.label_format: expected one of {', '.join(LABEL_FORMATS)}, got {fmt!r}")
+    if fmt == "mask_0_255":
+        return IdLabelDecoder({0: 0, 255: 1}, ignore, strict=True, name="0/255 mask values")
+    raise DataError(f"config.data.label_format: {fmt!r} is not one of {', '.join(GENERIC_FORMATS)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 
@@ -60,3 +61,17 @@ def write_file_list(list_path: str, pairs: Iterable[tuple[str, str]]) -> int:
                 raise DataError(f"paths with tabs cannot be written to a file list: {image!r}, {label!r}")
             f.write(f"{image}\t{label}\n")
     return len(pairs)
+
+
+def list_sha256(list_path: str) -> str | None:
+    """sha256 (hex) of a list file's bytes, None when it does not exist: names the exact split in results."""
+    if not os.path.isfile(list_path):
+        return None
+    with open(list_path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def count_lines(list_path: str) -> int:
+    """Non-empty lines of a list (a last line without a newline counts, unlike `wc -l`)."""
+    with open(list_path, encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())

@@ -24,7 +24,8 @@ import grain
 import numpy as np
 
 from magnet_jax.config import parse_size, parse_sizes
-from magnet_jax.data.sources import Source, build_source
+from magnet_jax.data.datasets import build_source
+from magnet_jax.data.sources import Source
 from magnet_jax.data.transforms import backbone_sample, eval_sample, refiner_pair
 
 
@@ -75,11 +76,13 @@ def _jitter_from_config(text: str) -> tuple[float, float] | None:
     return lo, hi
 
 
-def sample_transform(config, kind: str, source: Source) -> grain.transforms.RandomMap:
-    """The per-sample training transform of `kind` ("refiner" | "backbone") configured from `config`."""
+def sample_transform(config, kind: str, source: Source, scales=None) -> grain.transforms.RandomMap:
+    """The per-sample training transform of `kind` ("refiner" | "backbone") configured from `config`;
+    `scales` [(W, H), ...] replaces `config.magnet.scales` for refiner pairs (a per-stage refiner's own)."""
     input_wh = parse_size(config.magnet.input_size, "magnet.input_size")
     if kind == "refiner":
-        return RefinerPairTransform(parse_sizes(config.magnet.scales, "magnet.scales"),
+        scales = list(scales) if scales is not None else parse_sizes(config.magnet.scales, "magnet.scales")
+        return RefinerPairTransform(scales,
                                     parse_size(config.magnet.crop_size, "magnet.crop_size"), input_wh,
                                     source.label_decoder)
     if kind == "backbone":
@@ -108,7 +111,7 @@ def make_train_loader(config, split: str = "train", kind: str = "refiner", *, ba
                       seed: int | None = None, num_epochs: int | None = None, shard_index: int = 0,
                       shard_count: int = 1, workers: int | None = None, source: Source | None = None,
                       workdir: str | None = None, worker_buffer_size: int = 2, read_threads: int = 1,
-                      read_buffer: int = 2) -> grain.DataLoader:
+                      read_buffer: int = 2, scales=None) -> grain.DataLoader:
     """A grain DataLoader of training batches (see the module docstring for order, state and sharding).
 
     kind "refiner": {"coarse_image", "fine_image": float32 [B, h, w, 3], "box": float32 [B, 4],
@@ -116,7 +119,8 @@ def make_train_loader(config, split: str = "train", kind: str = "refiner", *, ba
     `seed` defaults to config.seed, `workers` to config.data.num_workers, `source` to build_source(config,
     split, workdir=workdir). num_epochs None repeats forever. `read_threads` / `read_buffer`: threads
     reading (decoding) full images in each process and how many decoded images they keep ready (grain's
-    defaults, 16 and 500, would hold hundreds of full-resolution images in memory).
+    defaults, 16 and 500, would hold hundreds of full-resolution images in memory). `scales`: the
+    refiner pairs' scales [(W, H), ...] when not `config.magnet.scales` (see `sample_transform`).
     """
     source = source if source is not None else build_source(config, split, workdir=workdir)
     seed = int(config.seed if seed is None else seed)
@@ -136,7 +140,7 @@ def make_train_loader(config, split: str = "train", kind: str = "refiner", *, ba
     return grain.DataLoader(
         data_source=source.raw_view(),
         sampler=sampler,
-        operations=[sample_transform(config, kind, source),
+        operations=[sample_transform(config, kind, source, scales),
                     grain.transforms.Batch(batch_size=batch_size, drop_remainder=True)],
         worker_count=workers,
         worker_buffer_size=worker_buffer_size,

@@ -5,6 +5,8 @@ name str (the image file's stem, or the TFDS image id). `source.read_raw(i)` giv
 the label still raw (`"raw_label"`: `[H, W]` ids, or `[H, W, 3]` colours in the source's own channel
 order: B, G, R as OpenCV reads them for file lists), for transforms that decode only what they crop;
 `source.label_decoder(raw)` decodes it.
+
+Which source a config gets is the dataset registry's business (`magnet_jax.data.build_source`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ import cv2
 import numpy as np
 
 from magnet_jax.data.errors import DataError, MissingDataError
-from magnet_jax.data.labels import ColorLabelDecoder, IdLabelDecoder, make_label_decoder
-from magnet_jax.data.lists import read_file_list
+from magnet_jax.data.labels import ColorLabelDecoder, IdLabelDecoder
 
 SPLITS = ("train", "val", "test")
 
@@ -67,20 +68,34 @@ class RawView:
         return f"RawView({self.source!r})"
 
 
+def _check_complete(path: str) -> None:
+    """Truncated / corrupt JPEG or PNG -> DataError naming the file (OpenCV would decode a grey fill)."""
+    from magnet_jax.preprocess import ImageDecodeError, check_image_complete
+
+    try:
+        check_image_complete(path)
+    except ImageDecodeError as e:
+        raise DataError(str(e)) from None
+
+
 def read_image(path: str) -> np.ndarray:
-    """RGB uint8 `[H, W, 3]`; `DataError` naming the file when it is missing or not an image."""
+    """RGB uint8 `[H, W, 3]` (`preprocess.read_image_rgb`, strict); `DataError` naming the file when it is
+    missing, truncated or not an image."""
+    from magnet_jax.preprocess import ImageDecodeError, read_image_rgb
+
     if not os.path.isfile(path):
         raise MissingDataError(f"image not found: {path}")
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"cannot read image {path}: not an image file OpenCV can decode, or corrupt")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    try:
+        return read_image_rgb(path)
+    except ImageDecodeError as e:
+        raise DataError(str(e)) from None
 
 
 def read_label(path: str, mode: str, *, bgr: bool = False) -> np.ndarray:
     """`mode == "gray"`: `[H, W]` uint8 ids; `"color"`: `[H, W, 3]` uint8 RGB (B, G, R with `bgr`)."""
     if not os.path.isfile(path):
         raise MissingDataError(f"label not found: {path}")
+    _check_complete(path)
     if mode == "color":
         label = cv2.imread(path, cv2.IMREAD_COLOR)
         if label is None:
@@ -133,53 +148,7 @@ class FileListSource(Source):
 
 
 def list_path_for(config, split: str) -> str:
+    """`config.data.{split}_list` (split: train | val | test)."""
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     return str(config.data[f"{split}_list"])
-
-
-def build_source(config, split: str, *, workdir: str | None = None, root: str | None = None,
-                 validate: int = 1) -> Source:
-    """The source of `split` (train | val | test) chosen by `config.data.source`.
-
-    - "file_list": `config.data.{split}_list` read relative to `root` (default `config.data.root`).
-    - "tfds": Cityscapes through tensorflow-datasets (`tfds_cityscapes.py`), prepared on first use
-      from the zips in `config.data.tfds_manual_dir` into `config.data.tfds_data_dir`.
-    - "synthetic": generated once (`synthetic.py`) into `root`, else `config.data.root` when set,
-      else `<workdir>/synthetic_data`, then read through its file lists `<folder>/{split}.txt`.
-
-    Every listed file's existence is checked, and the first `validate` samples are read and decoded,
-    so a broken dataset fails here, before any work starts.
-    """
-    kind = str(config.data.source)
-    if split not in SPLITS:
-        raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if kind == "tfds":
-        from magnet_jax.data.tfds_cityscapes import TfdsCityscapesSource
-
-        source: Source = TfdsCityscapesSource.from_config(config, split)
-    elif kind == "synthetic":
-        from magnet_jax.data import synthetic
-
-        folder = root or str(config.data.root or "") or (os.path.join(workdir, "synthetic_data") if workdir else "")
-        if not folder:
-            raise DataError(
-                "the synthetic dataset needs a folder: set config.data.root or pass workdir "
-                "(it is generated into <workdir>/synthetic_data)"
-            )
-        synthetic.ensure_dataset(folder, config.data.synthetic)
-        if int(config.data.num_classes) != synthetic.NUM_CLASSES:
-            raise DataError(
-                f"config.data.num_classes is {config.data.num_classes} but the synthetic dataset has "
-                f"{synthetic.NUM_CLASSES} classes"
-            )
-        pairs = read_file_list(os.path.join(folder, f"{split}.txt"), folder, dataset="synthetic")
-        source = FileListSource(pairs, synthetic.label_decoder())
-    elif kind == "file_list":
-        pairs = read_file_list(list_path_for(config, split), root or str(config.data.root),
-                               dataset=str(config.data.name))
-        source = FileListSource(pairs, make_label_decoder(config))
-    else:
-        raise DataError(f"config.data.source: expected 'file_list', 'tfds' or 'synthetic', got {kind!r}")
-    source.validate(range(min(int(validate), len(source))))
-    return source

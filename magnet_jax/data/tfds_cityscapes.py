@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from magnet_jax.data.errors import DataError, MissingDataError, download_hint
-from magnet_jax.data.labels import make_label_decoder
+from magnet_jax.data.labels import IdLabelDecoder
 from magnet_jax.data.sources import Source
 
 BUILDER = "cityscapes/semantic_segmentation"
@@ -70,7 +70,8 @@ class TfdsCityscapesSource(Source):
             raise DataError("the TFDS Cityscapes source holds labelIds: use label_format 'cityscapes_label_ids'")
 
     @classmethod
-    def from_config(cls, config, split: str) -> TfdsCityscapesSource:
+    def from_config(cls, config, split: str, label_decoder: IdLabelDecoder) -> TfdsCityscapesSource:
+        """`split` of the prepared TFDS dataset (config.data.tfds_data_dir), decoded with `label_decoder`."""
         if str(config.data.name) != "cityscapes":
             raise DataError(f"config.data.source 'tfds' supports Cityscapes only, got data.name {config.data.name!r}")
         data_dir = str(config.data.tfds_data_dir or "") or default_data_dir()
@@ -78,7 +79,7 @@ class TfdsCityscapesSource(Source):
         data_source = builder.as_data_source(split=TFDS_SPLITS[split])
         if len(data_source) == 0:
             raise DataError(f"TFDS {BUILDER} split {TFDS_SPLITS[split]!r} in {data_dir!r} is empty")
-        return cls(data_source, make_label_decoder(config))
+        return cls(data_source, label_decoder)
 
     def __len__(self) -> int:
         return len(self.data_source)

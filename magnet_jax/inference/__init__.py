@@ -1,4 +1,5 @@
-"""MagNet inference: static plan (`plan`), jit-compiled stages (`stages`, `topk`), the predictor
-(`engine.MagNetPredictor`), `--mode=predict` (`predict`), `--mode=evaluate` (`evaluate`) and pictures
-(`visualize`). Submodules are imported on demand (the plan is used by config validation without JAX).
+"""MagNet inference: the static plan (`plan`), jit-compiled stages (`stages`, `select`, `topk`), the
+predictor (`engine.MagNetPredictor`), its compute (`cost`), one image's outputs (`predict`), figures
+(`figures`, `visualize`) and streamed large-image prediction (`streamed`). Submodules are imported on
+demand. Evaluation over a dataset is `magnet_jax.evaluation`; the commands are `magnet_jax.commands`.
 """

@@ -20,50 +20,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import jax
 import numpy as np
 from flax import nnx
 
+from magnet_jax.compile_cache import enable_compilation_cache
 from magnet_jax.inference.plan import MagNetPlan, plan_from_config
 from magnet_jax.inference.stages import make_final_fn, make_refine_stage_fn, make_stage0_fn
 from magnet_jax.preprocess import normalize, resize_image
 
 __all__ = ["MagNetPredictor", "MagNetResult", "StageResult", "enable_compilation_cache", "prepare_patches"]
-
-CACHE_ENV = "MAGNET_JAX_CACHE_DIR"
-_cache_enabled: str | None = None
-
-
-def enable_compilation_cache(path: str | os.PathLike | None = None) -> str | None:
-    """Turns on JAX's persistent compilation cache (idempotent); returns the folder, or None if disabled.
-
-    Folder: `path`, else `$MAGNET_JAX_CACHE_DIR`, else `~/.cache/magnet_jax/jax_cache`. Setting the
-    variable to an empty string or `off` disables it.
-    """
-    global _cache_enabled
-    if path is None:
-        env = os.environ.get(CACHE_ENV)
-        if env is not None and env.strip().lower() in ("", "off", "none", "0"):
-            return None
-        path = env or str(Path.home() / ".cache" / "magnet_jax" / "jax_cache")
-    path = str(path)
-    if _cache_enabled == path:
-        return path
-    try:
-        Path(path).mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    _cache_enabled = path
-    return path
-
 
 @dataclasses.dataclass
 class StageResult:
@@ -77,6 +46,7 @@ class StageResult:
     error: jax.Array | None = None  # [h, w] smoothed error score (stages >= 1)
     selected: np.ndarray | None = None  # [k] patch indices refined, in selection order
     points: int = 0  # pixels written with refined values
+    refined: jax.Array | None = None  # [h, w] bool, the pixels written with refined values (stages >= 1)
     seconds: float = 0.0
 
 
@@ -86,6 +56,7 @@ class MagNetResult:
     final_probs: jax.Array  # P at the last stage's resolution (the last scale unless refinement was skipped)
     seconds: float = 0.0  # wall time of predict() excluding preprocessing
     preprocess_seconds: float = 0.0
+    patches: list[jax.Array] | None = None  # per stage, the device patches [N_i, ih, iw, 3] (keep_patches=True)
 
     @property
     def timings(self) -> dict[str, float]:
@@ -148,12 +119,13 @@ class MagNetPredictor:
         self.backbone = backbone
         self.refiners = refiners
         bb_graph, self._bb_state = nnx.split(backbone)
-        self._stage0 = make_stage0_fn(bb_graph)
+        self.backbone_graph = bb_graph
+        self._stage0 = make_stage0_fn(bb_graph, dtype=plan.dtype)
         self._ref_states = []
         self._stage_fns = []
         split_cache: dict[int, tuple] = {}
         for st in plan.stages:
-            ref = self._refiner_of(st.index)
+            ref = self.refiner_of(st.index)
             if id(ref) not in split_cache:
                 split_cache[id(ref)] = nnx.split(ref)
             ref_graph, ref_state = split_cache[id(ref)]
@@ -161,7 +133,7 @@ class MagNetPredictor:
             self._stage_fns.append(make_refine_stage_fn(st, plan, bb_graph, ref_graph, split=split_stages))
         self._final_fns: dict[tuple[int, int], object] = {}
 
-    def _refiner_of(self, stage_index: int) -> nnx.Module:
+    def refiner_of(self, stage_index: int) -> nnx.Module:
         return self.refiners[min(len(self.refiners), stage_index) - 1]
 
     def refresh_weights(self) -> None:
@@ -171,12 +143,39 @@ class MagNetPredictor:
         from models in eval mode.
         """
         self._bb_state = nnx.state(self.backbone)
-        self._ref_states = [nnx.state(self._refiner_of(st.index)) for st in self.plan.stages]
+        self._ref_states = [nnx.state(self.refiner_of(st.index)) for st in self.plan.stages]
+
+    def swap_weights(
+        self, *, backbone: nnx.Module | None = None, refiners: Sequence[nnx.Module] | nnx.Module | None = None
+    ) -> None:
+        """Uses these models' weights from now on, with the stages already compiled (no retracing).
+
+        Each new model must have the same architecture (graph) as the one it replaces; a shared refiner
+        may replace per-stage ones only if the predictor was built with a shared one too.
+        """
+        if backbone is not None:
+            graph, state = nnx.split(backbone)
+            if graph != self.backbone_graph:
+                raise ValueError("swap_weights: the new backbone's architecture differs from the compiled one")
+            self.backbone, self._bb_state = backbone, state
+        if refiners is not None:
+            refiners = [refiners] if isinstance(refiners, nnx.Module) else list(refiners)
+            if len(refiners) != len(self.refiners):
+                raise ValueError(
+                    f"swap_weights: {len(refiners)} refiners given, the predictor has {len(self.refiners)}"
+                )
+            self.refiners = refiners
+            self._ref_states = [nnx.state(self.refiner_of(st.index)) for st in self.plan.stages]
+
+    @property
+    def backbone_state(self) -> nnx.State:
+        """The backbone weights the compiled stages use (pass to functions built on `backbone_graph`)."""
+        return self._bb_state
 
     @classmethod
     def from_config(cls, config, *, backbone: nnx.Module | None = None, refiners=None) -> MagNetPredictor:
         """Plan from `config.magnet`, models from `config.checkpoint.backbone/refiners` unless given."""
-        from magnet_jax.checkpoints import load_model_weights, load_refiners
+        from magnet_jax.weights import load_model_weights, load_refiners
 
         plan = plan_from_config(config)
         n = int(config.data.num_classes)
@@ -187,10 +186,8 @@ class MagNetPredictor:
                 )
             backbone = load_model_weights(str(config.checkpoint.backbone).strip(), config.model.backbone, n)
         if refiners is None:
-            if plan.stages:
-                refiners = load_refiners(str(config.checkpoint.refiners), n, plan.num_refiners_expected)
-            else:
-                refiners = []
+            paths, count = str(config.checkpoint.refiners), plan.num_refiners_expected
+            refiners = load_refiners(paths, n, count, refiner=config.model.refiner) if plan.stages else []
         return cls(plan, backbone, refiners)
 
     # ------------------------------------------------------------------ inference
@@ -199,16 +196,20 @@ class MagNetPredictor:
         """Host-side patches for `image` (see `prepare_patches`)."""
         return prepare_patches(image, self.plan)
 
-    def predict(self, image: np.ndarray, *, keep_probs: bool = True) -> MagNetResult:
+    def predict(self, image: np.ndarray, *, keep_probs: bool = True, keep_patches: bool = False) -> MagNetResult:
         """Runs every stage on an RGB uint8 image `[H, W, 3]`.
 
         Per-stage timings wait for each stage to finish (the next stage needs its output anyway).
-        With `keep_probs=False` intermediate stages drop their probability maps (saves memory).
+        With `keep_probs=False` intermediate stages drop their probability maps (saves memory); with
+        `keep_patches=True` the result keeps every stage's device patches (`result.patches`).
         """
-        with self._precision():
-            return self._predict(image, keep_probs)
+        with self.precision():
+            result = self._predict(image, keep_probs)
+        if not keep_patches:
+            result.patches = None
+        return result
 
-    def _precision(self):
+    def precision(self):
         """Reference mode computes in full float32 on accelerators too (no TF32), like the original."""
         if self.plan.compat == "reference":
             return jax.default_matmul_precision("highest")
@@ -240,18 +241,21 @@ class MagNetPredictor:
                     error=out["error"],
                     selected=np.asarray(out["selected"]),
                     points=int(out["points"]),
+                    refined=out["refined"],
                     seconds=time.perf_counter() - ts,
                 )
             )
         jax.block_until_ready(probs)
-        return MagNetResult(stages, probs, seconds=time.perf_counter() - t1, preprocess_seconds=t1 - t0)
+        return MagNetResult(
+            stages, probs, seconds=time.perf_counter() - t1, preprocess_seconds=t1 - t0, patches=list(patches)
+        )
 
     def argmax_at(self, probs: jax.Array, size_hw: tuple[int, int]) -> np.ndarray:
         """`argmax(bilinear(ac=False)(probs -> size_hw))` as uint8 `[h, w]` (compiled once per size)."""
         key = (int(probs.shape[0]), int(probs.shape[1]), int(size_hw[0]), int(size_hw[1]))
         if key not in self._final_fns:
             self._final_fns[key] = make_final_fn((key[2], key[3]))
-        with self._precision():
+        with self.precision():
             return np.asarray(self._final_fns[key](probs))
 
     def final_argmax(self, result: MagNetResult, size_hw: tuple[int, int] | None = None) -> np.ndarray:

@@ -23,6 +23,7 @@ import numpy as np
 from magnet_jax.ops.patches import patch_boxes_px, patch_grid, patch_grid_px
 
 COMPAT_MODES = ("paper", "reference")
+DTYPES = ("float32", "bfloat16")  # model compute dtype: float32 is the parity mode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,7 @@ class MagNetPlan:
     patch_batch_size: int  # 0: auto (1 on CPU, where batching does not pay, 8 on accelerators)
     stage0_ratios: np.ndarray  # [N0, 4] grid of scale 0; the backbone sees its first patch
     stages: tuple[StagePlan, ...]
+    dtype: str = "float32"  # backbone / refiner compute (inputs and weights); probabilities stay float32
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -79,6 +81,12 @@ class MagNetPlan:
     @property
     def num_refiners_expected(self) -> int:
         return len(self.scales) - 1
+
+    def truncated(self, num_stages: int) -> MagNetPlan:
+        """The same plan stopped after refinement stage `num_stages` (0: coarse only); stages are unchanged."""
+        if not 0 <= num_stages <= len(self.stages):
+            raise ValueError(f"a plan with {len(self.stages)} refinement stages cannot keep {num_stages}")
+        return dataclasses.replace(self, scales=self.scales[: num_stages + 1], stages=self.stages[:num_stages])
 
     def describe(self) -> str:
         lines = [
@@ -112,6 +120,7 @@ def make_plan(
     smooth_kernel: int = 5,
     compat: str = "paper",
     patch_batch_size: int = 0,
+    dtype: str = "float32",
 ) -> MagNetPlan:
     """Builds and validates the plan; raises ValueError naming the offending `config.magnet` field."""
     scales = tuple((int(w), int(h)) for w, h in scales)
@@ -138,6 +147,8 @@ def make_plan(
         raise ValueError(f"config.magnet.smooth_kernel: expected a positive integer, got {smooth_kernel!r}")
     if patch_batch_size < 0:
         raise ValueError(f"config.magnet.patch_batch_size: expected >= 1 (or 0: auto), got {patch_batch_size}")
+    if dtype not in DTYPES:
+        raise ValueError(f"config.magnet.dtype: expected 'float32' or 'bfloat16', got {dtype!r}")
     n_points = float(n_points)
     if not math.isfinite(n_points) or n_points <= 0 or (n_points > 1 and not n_points.is_integer()):
         # (the original truncates a fractional count, so 1.5 would silently mean one point)
@@ -182,6 +193,7 @@ def make_plan(
         patch_batch_size=int(patch_batch_size),
         stage0_ratios=grids[0],
         stages=tuple(stages),
+        dtype=dtype,
     )
 
 
@@ -200,4 +212,5 @@ def plan_from_config(config) -> MagNetPlan:
         smooth_kernel=int(m.smooth_kernel),
         compat=str(m.compat),
         patch_batch_size=int(m.patch_batch_size),
+        dtype=str(m.get("dtype", "float32")),
     )

@@ -26,135 +26,30 @@ One refinement stage at scale S (MAGNET_SPEC.md section 2, steps 1-9):
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from magnet_jax.inference.plan import MagNetPlan, StagePlan
-from magnet_jax.inference.topk import torch_topk_indices
-from magnet_jax.ops.median import median_filter
-from magnet_jax.ops.patches import certainty, ensemble_patches
-from magnet_jax.ops.resize import resize_bilinear, resize_nearest
+from magnet_jax.inference.select import sampled_mask, select_top_mask, smooth_error
+from magnet_jax.models import refinement
+from magnet_jax.models.layers import conv_compute_dtype
+from magnet_jax.ops.ensemble import ensemble_patches
+from magnet_jax.ops.patches import certainty
+from magnet_jax.ops.resize import resize_bilinear
 from magnet_jax.ops.roi_align import required_samples, roi_align
 
+# The pixel-selection helpers live in `select.py`; they stay importable from here.
 __all__ = [
+    "effective_batch",
+    "make_final_fn",
     "make_refine_stage_fn",
     "make_stage0_fn",
     "select_top_mask",
     "smooth_error",
 ]
-
-# When the budget boundary splits a group of equal error scores, the reference mode replays
-# PyTorch's tie-breaking if the group's undecided part exceeds this fraction of the pixels.
-_TIE_REPLAY_FRACTION = 1.0 / 4096
-
-
-# ----------------------------------------------------------------------------- error score and points
-
-
-def smooth_error(error: jax.Array, input_hw: tuple[int, int], kernel: int) -> jax.Array:
-    """`[H, W]` -> nearest to `input_hw`, k x k median (zero padding), nearest back to `[H, W]`."""
-    h, w = error.shape
-    small = resize_nearest(error[None, :, :, None], input_hw)[0, :, :, 0]
-    small = median_filter(small, kernel)
-    return resize_nearest(small[None, :, :, None], (h, w))[0, :, :, 0]
-
-
-def _sortable_key(v: jax.Array) -> jax.Array:
-    """float32 -> uint32 with the same order (negatives included)."""
-    b = jax.lax.bitcast_convert_type(v.astype(jnp.float32), jnp.uint32)
-    return jnp.where((b >> 31) == 1, ~b, b | jnp.uint32(0x80000000))
-
-
-def _kth_largest_key(key: jax.Array, k: int) -> jax.Array:
-    """The k-th largest of `key` (uint32 `[n]`, 1 <= k <= n) by a two-pass 16-bit radix select."""
-    hi = (key >> 16).astype(jnp.int32)
-    count_hi = jnp.zeros((65536,), jnp.int32).at[hi].add(1)
-    at_least = jnp.cumsum(count_hi[::-1])[::-1]  # elements with hi >= b
-    b_hi = jnp.sum(at_least >= k).astype(jnp.int32) - 1
-    above = jnp.where(b_hi < 65535, at_least[jnp.minimum(b_hi + 1, 65535)], 0)
-    lo = (key & jnp.uint32(0xFFFF)).astype(jnp.int32)
-    count_lo = jnp.zeros((65536,), jnp.int32).at[jnp.where(hi == b_hi, lo, 65536)].add(1, mode="drop")
-    at_least_lo = jnp.cumsum(count_lo[::-1])[::-1]
-    b_lo = jnp.sum(at_least_lo >= k - above).astype(jnp.int32) - 1
-    return (b_hi.astype(jnp.uint32) << 16) | b_lo.astype(jnp.uint32)
-
-
-def select_top_mask(score: jax.Array, k: int, *, torch_ties: bool) -> jax.Array:
-    """Boolean `[n]` mask of the `k` largest entries of the flat `score`.
-
-    Entries above the k-th largest value are always in; of the entries equal to it, the lowest
-    indices are taken, or with `torch_ties` the ones PyTorch's CPU `topk` takes (replayed only when
-    that tie group is large enough to matter, see `_TIE_REPLAY_FRACTION`). `k >= n` selects all.
-    """
-    n = score.shape[0]
-    if k >= n:
-        return jnp.ones((n,), bool)
-    if k <= 0:
-        return jnp.zeros((n,), bool)
-    key = _sortable_key(score)
-    t = _kth_largest_key(key, k)
-    above = key > t
-    ties = key == t
-    need = k - jnp.sum(above)
-    rank = jnp.cumsum(ties.astype(jnp.int32)) - 1
-    simple = above | (ties & (rank < need))
-    if not torch_ties:
-        return simple
-    n_ties = jnp.sum(ties)
-    undecided = jnp.minimum(need, n_ties - need)
-    threshold = max(1, int(n * _TIE_REPLAY_FRACTION))
-
-    def replay():
-        idx = torch_topk_indices(score, k)
-        return jnp.zeros((n,), bool).at[idx].set(True)
-
-    return jax.lax.cond(undecided > threshold, replay, lambda: simple)
-
-
-@functools.lru_cache(maxsize=64)
-def _pixel_centre_axis(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-axis bilinear corners of the original's pixel-centre points, through grid_sample (static, NumPy).
-
-    The original samples at `p = step/2 + i*step` (float32, `step = 1/size`) with
-    `grid_sample(2p - 1, align_corners=False)`; PyTorch's CPU kernel unnormalises with one fused
-    multiply-add, `fma(g + 1, size / 2, -0.5)` in float32, and rounding can leave a tiny weight on the
-    neighbour. Reproduced here in NumPy (the FMA as a float64 product rounded once; checked against
-    PyTorch), returns `(i0, i0_weight_positive, i1, i1_weight_positive)`; out-of-range corners are
-    marked non-positive.
-    """
-    f32 = np.float32
-    step = 1.0 / float(size)
-    p = (np.arange(size, dtype=f32) * f32(step)).astype(f32) + f32(step / 2.0)
-    g = (f32(2.0) * p).astype(f32) - f32(1.0)
-    gp1 = (g + f32(1.0)).astype(f32)
-    pix = (gp1.astype(np.float64) * np.float64(f32(size / 2)) - 0.5).astype(f32)
-    f0 = np.floor(pix).astype(f32)
-    w1 = (pix - f0).astype(f32)
-    w0 = ((f0 + f32(1.0)).astype(f32) - pix).astype(f32)
-    i0 = f0.astype(np.int64)
-    i1 = i0 + 1
-    ok0 = (w0 > 0) & (i0 >= 0) & (i0 < size)
-    ok1 = (w1 > 0) & (i1 >= 0) & (i1 < size)
-    return np.clip(i0, 0, size - 1), ok0, np.clip(i1, 0, size - 1), ok1
-
-
-def sampled_mask(mask: jax.Array) -> jax.Array:
-    """`bool(point_sample(mask, pixel centre))` for every pixel (`[H, W]` bool), as the original casts it."""
-    h, w = mask.shape
-    ya, oka, yb, okb = _pixel_centre_axis(h)
-    xa, okxa, xb, okxb = _pixel_centre_axis(w)
-    out = jnp.zeros((h, w), bool)
-    for yi, oky in ((ya, oka), (yb, okb)):
-        rows = jnp.take(mask, jnp.asarray(yi), axis=0) & jnp.asarray(oky)[:, None]
-        for xi, okx in ((xa, okxa), (xb, okxb)):
-            out = out | (jnp.take(rows, jnp.asarray(xi), axis=1) & jnp.asarray(okx)[None, :])
-    return out
-
 
 # ----------------------------------------------------------------------------- stage functions
 
@@ -163,12 +58,17 @@ def _apply_model(graphdef, state, *args):
     return nnx.merge(graphdef, state)(*args)
 
 
-def make_stage0_fn(backbone_graphdef) -> Callable:
-    """`stage0(backbone_state, patch [1, ih, iw, 3]) -> (probs [ih, iw, C], argmax [ih, iw] uint8)` (jitted)."""
+def make_stage0_fn(backbone_graphdef, *, dtype: str = "float32") -> Callable:
+    """`stage0(backbone_state, patch [1, ih, iw, 3]) -> (probs [ih, iw, C], argmax [ih, iw] uint8)` (jitted).
+
+    `dtype`: the convolutions' operand dtype (`plan.dtype`, see `models.layers.conv_compute_dtype`).
+    """
 
     @jax.jit
     def stage0(backbone_state, patch):
-        probs = jax.nn.softmax(_apply_model(backbone_graphdef, backbone_state, patch).astype(jnp.float32), axis=-1)[0]
+        with conv_compute_dtype(dtype):
+            logits = _apply_model(backbone_graphdef, backbone_state, patch)
+        probs = refinement.class_probabilities(logits)[0]
         return probs, jnp.argmax(probs, axis=-1).astype(jnp.uint8)
 
     return stage0
@@ -192,7 +92,7 @@ def make_refine_stage_fn(
     `probs` `[H, W, C]` (the stage's output P), `argmax` `[H, W]` uint8, `uncertainty` `[H, W]`
     (1 - certainty of the upsampled input), `error` `[H, W]` (the smoothed error score the points
     were chosen from), `selected` `[k]` int32 (patch indices in selection order), `points` (number of
-    pixels written).
+    pixels written) and `refined` `[H, W]` bool (those pixels).
 
     The stage has four phases: `upsample` (step 1), `select` (steps 2-4), `refine` (step 5: backbone,
     coarse crops and refiner over the selected patches in `lax.map` sub-batches) and `finish` (steps
@@ -211,6 +111,7 @@ def make_refine_stage_fn(
     n_batches = -(-k // batch)
     boxes_np = stage.boxes  # [N, 4] float32 pixels of this scale
     max_samples = required_samples(boxes_np, (ih, iw))
+    dtype = plan.dtype  # the convolutions' operand dtype; everything else stays float32
 
     def upsample(probs_prev):
         # 1. upsample the previous probabilities
@@ -231,11 +132,12 @@ def make_refine_stage_fn(
         boxes = jnp.asarray(boxes_np)
 
         def refine_batch(ids):
-            images = jnp.take(patches, ids, axis=0)
-            fine = jax.nn.softmax(_apply_model(backbone_graphdef, backbone_state, images).astype(jnp.float32), -1)
-            coarse = roi_align(probs, jnp.take(boxes, ids, axis=0), (ih, iw), max_samples=max_samples)
-            logits = _apply_model(refiner_graphdef, refiner_state, fine, coarse)
-            return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+            backbone = nnx.merge(backbone_graphdef, backbone_state)
+            images, crop_boxes = jnp.take(patches, ids, axis=0), jnp.take(boxes, ids, axis=0)
+            refiner = nnx.merge(refiner_graphdef, refiner_state)
+            with conv_compute_dtype(dtype):
+                fine, coarse = refinement.refiner_inputs(backbone, images, probs, crop_boxes, max_samples=max_samples)
+                return refinement.class_probabilities(refinement.refine(refiner, fine, coarse))
 
         refined = jax.lax.map(refine_batch, padded.reshape(n_batches, batch))
         return refined.reshape((n_batches * batch,) + refined.shape[2:])[:k]
@@ -264,6 +166,7 @@ def make_refine_stage_fn(
             "error": error,
             "selected": selected,
             "points": jnp.sum(chosen).astype(jnp.int32),
+            "refined": chosen,
         }
 
     def fn(backbone_state, refiner_state, probs_prev, patches):

@@ -1,6 +1,7 @@
 """Pictures of predictions: colour palettes, the original demo's overlay, heat maps, side-by-side panels.
 
 All functions take and return RGB uint8 arrays (`[H, W, 3]`); `save_png` writes them with OpenCV.
+Captioned figures (class legend, colour bars; matplotlib) are in `figures.py`.
 """
 
 from __future__ import annotations
@@ -22,46 +23,17 @@ __all__ = [
 
 
 def default_palette(num_classes: int) -> np.ndarray:
-    """A fixed, well-spread palette `[n, 3]` uint8 for datasets without their own colours."""
-    rng = np.random.default_rng(12345)
-    base = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-                     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
-                     [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0],
-                     [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128]], np.uint8)  # fmt: skip
-    if num_classes <= len(base):
-        return base[:num_classes].copy()
-    extra = rng.integers(0, 256, size=(num_classes - len(base), 3), dtype=np.uint8)
-    return np.concatenate([base, extra])
+    """A fixed, well-spread palette `[n, 3]` uint8 for datasets without their own colours (the data layer's)."""
+    from magnet_jax.data.datasets.base import default_palette as palette
+
+    return palette(num_classes)
 
 
 def palette_for_config(config) -> np.ndarray:
-    """The dataset's class colours `[n, 3]` uint8 (RGB): Cityscapes' and DeepGlobe's official ones, the
-    synthetic set's, a custom `config.data.color_table`, else `default_palette`."""
-    n = int(config.data.num_classes)
-    name = str(config.data.name)
-    pal = None
-    try:
-        from magnet_jax.data import labels
+    """The dataset's class colours `[n, 3]` uint8 (RGB), from the dataset registry (`magnet_jax.data.dataset_spec`)."""
+    from magnet_jax.data import dataset_spec
 
-        if name == "cityscapes":
-            pal = np.array(labels.CITYSCAPES_PALETTE, np.uint8)
-        elif name == "deepglobe":
-            pal = np.array(labels.DEEPGLOBE_COLORS, np.uint8)
-        elif name == "synthetic":
-            from magnet_jax.data import synthetic
-
-            pal = np.array(synthetic.PALETTE, np.uint8)
-        elif str(config.data.color_table or "").strip():
-            colors, classes = labels.parse_color_table(str(config.data.color_table))
-            pal = default_palette(n)
-            for color, cls in zip(colors, classes, strict=False):
-                if 0 <= cls < n:
-                    pal[cls] = color
-    except (ImportError, AttributeError, ValueError):
-        pal = None
-    if pal is None or pal.shape[0] < n:
-        pal = default_palette(n) if pal is None else np.concatenate([pal, default_palette(n)[pal.shape[0] :]])
-    return pal[:n]
+    return dataset_spec(config).palette.copy()
 
 
 def colorize(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from magnet_jax.models.layers import BatchNorm2d, Conv2d, relu
+from magnet_jax.models.layers import BatchNorm2d, Conv2d, conv_bn
 
 
 def _needs_downsample(downsample: bool | None, inplanes: int, outplanes: int, stride: int) -> bool:
@@ -48,7 +48,7 @@ def _shortcut(
 def _apply_downsample(downsample: nnx.List | None, x: jax.Array) -> jax.Array:
     if downsample is None:
         return x
-    return downsample[1](downsample[0](x))
+    return conv_bn(downsample[0], downsample[1], x)
 
 
 class Bottleneck(nnx.Module):
@@ -85,10 +85,9 @@ class Bottleneck(nnx.Module):
         self.downsample = _shortcut(downsample, inplanes, out, stride, bn_momentum, downsample_bn_momentum, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        out = relu(self.bn1(self.conv1(x)))
-        out = relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return relu(out + _apply_downsample(self.downsample, x))
+        out = conv_bn(self.conv1, self.bn1, x, act=True)
+        out = conv_bn(self.conv2, self.bn2, out, act=True)
+        return conv_bn(self.conv3, self.bn3, out, residual=_apply_downsample(self.downsample, x), act=True)
 
 
 class BasicBlock(nnx.Module):
@@ -118,6 +117,5 @@ class BasicBlock(nnx.Module):
         self.downsample = _shortcut(downsample, inplanes, out, stride, bn_momentum, downsample_bn_momentum, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        out = relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return relu(out + _apply_downsample(self.downsample, x))
+        out = conv_bn(self.conv1, self.bn1, x, act=True)
+        return conv_bn(self.conv2, self.bn2, out, residual=_apply_downsample(self.downsample, x), act=True)

@@ -9,7 +9,9 @@ how each of them stores a PyTorch tensor.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +41,39 @@ def _uniform(key: jax.Array, shape: tuple[int, ...], bound: float) -> jax.Array:
 def torch_momentum(torch_value: float) -> float:
     """PyTorch BatchNorm momentum (weight of the new batch) -> Flax convention."""
     return 1.0 - torch_value
+
+
+_conv_dtype: contextvars.ContextVar[str] = contextvars.ContextVar("magnet_jax_conv_dtype", default="float32")
+
+
+@contextlib.contextmanager
+def conv_compute_dtype(dtype: str) -> Iterator[None]:
+    """Within the block, `Conv2d` / `conv_bn` trace their products with `dtype` operands (input and
+    kernel cast) accumulated and returned in float32: "bfloat16" is the opt-in fast inference mode
+    (`config.magnet.dtype`), "float32" (default) the exact one. Everything else (BatchNorm, ReLU,
+    residuals, resizing) stays float32. Chosen at trace time."""
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"config.magnet.dtype: expected 'float32' or 'bfloat16', got {dtype!r}")
+    token = _conv_dtype.set(dtype)
+    try:
+        yield
+    finally:
+        _conv_dtype.reset(token)
+
+
+def _conv(conv: Conv2d, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """`conv`'s geometry applied with `kernel` (HWIO), no bias, in the traced compute dtype."""
+    dtype = _conv_dtype.get()
+    lowp = dtype != "float32" and x.dtype == jnp.float32
+    return conv2d(
+        x.astype(dtype) if lowp else x,
+        kernel.astype(dtype if lowp else x.dtype),
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        out_dtype=jnp.float32 if lowp else None,
+    )
 
 
 class Conv2d(nnx.Module):
@@ -77,14 +112,7 @@ class Conv2d(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         # 1x1 convolutions run as channel matmuls; k x k ones get a fast weight gradient on CPU (ops.conv).
-        y = conv2d(
-            x,
-            self.kernel[...].astype(x.dtype),
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
-            groups=self.groups,
-        )
+        y = _conv(self, x, self.kernel[...])
         if self.bias is not None:
             y = y + self.bias[...].astype(y.dtype)
         return y
@@ -155,6 +183,55 @@ class Dropout2d(nnx.Module):
 
 def relu(x: jax.Array) -> jax.Array:
     return jax.nn.relu(x)
+
+
+# None: fold on accelerators only. On XLA:CPU folding measured no gain (benchmarks/ab_fold.py: the
+# BN affine, ReLU and residual already fuse into one pass after each convolution either way); on GPUs
+# a plain conv + bias (+ ReLU) is the pattern XLA hands to cuDNN as one fused convolution.
+_fold_bn: contextvars.ContextVar[bool | None] = contextvars.ContextVar("magnet_jax_fold_batchnorm", default=None)
+
+
+@contextlib.contextmanager
+def batchnorm_folding(enabled: bool | None) -> Iterator[None]:
+    """Within the block, `conv_bn` traces eval-mode BatchNorm folded into the convolution (True), as
+    a separate affine pass (False: the literal layer order) or, None (the default), folded on
+    accelerators only. Chosen at trace time: jit a fresh function under each setting."""
+    token = _fold_bn.set(None if enabled is None else bool(enabled))
+    try:
+        yield
+    finally:
+        _fold_bn.reset(token)
+
+
+def _folding() -> bool:
+    setting = _fold_bn.get()
+    return jax.default_backend() != "cpu" if setting is None else setting
+
+
+def conv_bn(
+    conv: Conv2d, bn: BatchNorm2d, x: jax.Array, *, residual: jax.Array | None = None, act: bool = False
+) -> jax.Array:
+    """`relu?(bn(conv(x)) + residual?)`: `[B, H, W, Cin]` -> `[B, H', W', Cout]`.
+
+    In eval mode (running statistics), where folding is on (`batchnorm_folding`; by default on
+    accelerators), the BatchNorm is folded into the convolution: kernel scaled
+    per output channel by `scale / sqrt(var + eps)`, one bias `bn.bias - mean * that (+ conv bias
+    * that)`, so the conv output gets a single bias (+ residual) (+ ReLU) pass. Equal to the
+    unfolded layers up to float32 rounding (~1e-7 relative). Training mode keeps the layers as they
+    are (batch statistics need the raw conv output).
+    """
+    if bn.use_running_average and _folding():
+        inv = jax.lax.rsqrt(bn.var[...] + bn.eps) * bn.scale[...]
+        shift = bn.bias[...] - bn.mean[...] * inv
+        if conv.bias is not None:
+            shift = shift + conv.bias[...] * inv
+        y = _conv(conv, x, conv.kernel[...] * inv)
+        y = y + shift.astype(y.dtype)
+    else:
+        y = bn(conv(x))
+    if residual is not None:
+        y = y + residual
+    return relu(y) if act else y
 
 
 def max_pool_3x3_s2(x: jax.Array) -> jax.Array:

@@ -12,7 +12,7 @@ import jax
 from flax import nnx
 
 from magnet_jax.models.blocks import BasicBlock, Bottleneck
-from magnet_jax.models.layers import BatchNorm2d, Conv2d, max_pool_3x3_s2, relu
+from magnet_jax.models.layers import BatchNorm2d, Conv2d, conv_bn, max_pool_3x3_s2
 
 BLOCK_BN_MOMENTUM = 0.01
 DEFAULT_BN_MOMENTUM = 0.1
@@ -66,8 +66,7 @@ class ResNet(nnx.Module):
         return nnx.List(layers), inplanes
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-        x = relu(self.bn1(self.conv1(x)))
-        x = max_pool_3x3_s2(x)
+        x = max_pool_3x3_s2(conv_bn(self.conv1, self.bn1, x, act=True))
         feats = []
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             for block in layer:

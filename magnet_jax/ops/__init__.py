@@ -1,13 +1,8 @@
-"""Jit-able building blocks of MagNet (NHWC): resizing, RoI Align, point sampling, median filter, patches."""
+"""Jit-able building blocks of MagNet (NHWC): resizing, RoI Align, point sampling, median filter, patch ensembling."""
 
+from magnet_jax.ops.ensemble import ensemble_patches
 from magnet_jax.ops.median import median_filter
-from magnet_jax.ops.patches import (
-    certainty,
-    ensemble_patches,
-    patch_boxes_int,
-    patch_boxes_px,
-    patch_grid,
-)
+from magnet_jax.ops.patches import certainty, patch_boxes_int, patch_boxes_px, patch_grid
 from magnet_jax.ops.point_sample import point_sample, point_sample_batched
 from magnet_jax.ops.resize import adaptive_avg_pool, resize_bilinear, resize_nearest
 from magnet_jax.ops.roi_align import required_samples, roi_align, roi_align_batched

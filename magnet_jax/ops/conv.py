@@ -51,21 +51,22 @@ def _use_im2col() -> bool:
     return rule == "im2col" or (rule == "auto" and jax.default_backend() == "cpu")
 
 
-def _native(x: jax.Array, w: jax.Array, stride, padding, dilation, groups: int = 1) -> jax.Array:
+def _native(x: jax.Array, w: jax.Array, stride, padding, dilation, groups: int = 1, out_dtype=None) -> jax.Array:
     return jax.lax.conv_general_dilated(
         x, w, window_strides=stride, padding=padding, rhs_dilation=dilation, dimension_numbers=_DN,
-        feature_group_count=groups,
+        feature_group_count=groups, preferred_element_type=out_dtype,
     )
 
 
-def _pointwise(x: jax.Array, w: jax.Array, stride: tuple[int, int]) -> jax.Array:
+def _pointwise(x: jax.Array, w: jax.Array, stride: tuple[int, int], out_dtype=None) -> jax.Array:
     """1x1 convolution `[B, H, W, Cin]` x `[1, 1, Cin, Cout]` as a channel contraction."""
     if stride != (1, 1):
         x = x[:, :: stride[0], :: stride[1], :]
     b, h, wd, c = x.shape
     # One 2-D product (its gradients are 2-D products too); XLA's CPU backend runs this faster than a
     # 4-D einsum in training.
-    return jnp.dot(x.reshape(b * h * wd, c), w.reshape(c, -1)).reshape(b, h, wd, -1)
+    flat = jnp.dot(x.reshape(b * h * wd, c), w.reshape(c, -1), preferred_element_type=out_dtype)
+    return flat.reshape(b, h, wd, -1)
 
 
 def _weight_grad(x, g, kernel_hw, stride, padding, dilation) -> jax.Array:
@@ -129,13 +130,20 @@ def conv2d(
     padding: Padding = ((0, 0), (0, 0)),
     dilation: tuple[int, int] = (1, 1),
     groups: int = 1,
+    out_dtype=None,
 ) -> jax.Array:
     """`x [B, H, W, Cin]`, `w [kh, kw, Cin/groups, Cout]` -> `[B, H', W', Cout]`, no bias.
 
     The forward value of `lax.conv_general_dilated`; see the module docstring for the gradient.
+    `out_dtype` (e.g. float32 for bfloat16 operands: accumulate and return float32) is for inference:
+    it skips the im2col weight-gradient rule.
     """
     stride, dilation = tuple(stride), tuple(dilation)
     padding = tuple(tuple(p) for p in padding)
+    if out_dtype is not None:
+        if groups == 1 and w.shape[:2] == (1, 1) and padding == ((0, 0), (0, 0)):
+            return _pointwise(x, w, stride, out_dtype)
+        return _native(x, w, stride, padding, dilation, groups, out_dtype)
     if groups != 1:
         return _native(x, w, stride, padding, dilation, groups)
     if w.shape[:2] == (1, 1) and padding == ((0, 0), (0, 0)):

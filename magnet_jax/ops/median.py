@@ -49,13 +49,14 @@ def _median_bisect(x: jax.Array, kernel: int) -> jax.Array:
     need = (kernel * kernel - 1) // 2 + 1
 
     def count_le(t: jax.Array) -> jax.Array:
-        def row(dy: jax.Array, acc: jax.Array) -> jax.Array:
-            band = jax.lax.dynamic_slice_in_dim(padded, dy, h, axis=0)  # [H, W + k - 1]
+        # `t` is per pixel `[H, W]`. All k * k shifted comparisons unrolled with static slices: XLA
+        # fuses them into one pass (a loop over the k rows was ~2x slower at 508 px, k = 11).
+        # Integer counts, so the order of the sum does not matter: bit-exact either way.
+        acc = jnp.zeros((h, w), jnp.int32)
+        for dy in range(kernel):
             for dx in range(kernel):
-                acc = acc + (band[:, dx : dx + w] <= t).astype(jnp.int32)
-            return acc
-
-        return jax.lax.fori_loop(0, kernel, row, jnp.zeros((h, w), jnp.int32))
+                acc = acc + (padded[dy : dy + h, dx : dx + w] <= t).astype(jnp.int32)
+        return acc
 
     def step(_: int, lo_hi: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
         lo, hi = lo_hi

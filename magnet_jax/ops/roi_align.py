@@ -128,9 +128,16 @@ def _roi_align_one(
     output_hw: tuple[int, int],
     max_samples: tuple[int, int],
     method: str,
+    full_hw: tuple[int, int] | None = None,
+    origin: jax.Array | None = None,
 ) -> jax.Array:
-    """RoI Align of one box ``[4]`` on ``feat [H, W, C]`` -> ``[oh, ow, C]``."""
-    h_in, w_in, _ = feat.shape
+    """RoI Align of one box ``[4]`` on ``feat [H, W, C]`` -> ``[oh, ow, C]``.
+
+    With ``full_hw`` and ``origin`` (``[2]`` int32, traced), ``feat`` is the window of a ``full_hw`` map that
+    starts at ``origin``: every position and weight is computed in the full map (the same numbers as
+    on the whole map) and only the reads are shifted; the window must hold the box's read window.
+    """
+    h_in, w_in = feat.shape[:2] if full_hw is None else full_hw
     oh, ow = output_hw
     box = box.astype(jnp.float32)
     x0, y0, x1, y1 = box[0], box[1], box[2], box[3]
@@ -141,7 +148,8 @@ def _roi_align_one(
     win_w = min(w_in, max_samples[1] * ow + 4)
     sy = _window(y0, h_in, win_h)
     sx = _window(x0, w_in, win_w)
-    fw = jax.lax.dynamic_slice(feat, (sy, sx, jnp.int32(0)), (win_h, win_w, feat.shape[2]))
+    start = (sy, sx) if origin is None else (sy - origin[0], sx - origin[1])
+    fw = jax.lax.dynamic_slice(feat, (*start, jnp.int32(0)), (win_h, win_w, feat.shape[2]))
     iy = jnp.clip(iy - sy, 0, win_h - 1)
     ix = jnp.clip(ix - sx, 0, win_w - 1)
     wy = wy.astype(feat.dtype)
@@ -175,6 +183,8 @@ def roi_align(
     max_samples: tuple[int, int] | None = None,
     method: Literal["gather", "matmul"] = "gather",
     batch_size: int | None = 1,
+    full_hw: tuple[int, int] | None = None,
+    origin: jax.Array | np.ndarray | None = None,
 ) -> jax.Array:
     """``torchvision.ops.roi_align(feat, [boxes], output_hw, 1.0, -1, aligned=False)`` for one image.
 
@@ -189,17 +199,26 @@ def roi_align(
         method: ``"gather"`` (sparse separable passes, fewest FLOPs) or ``"matmul"`` (dense einsums).
         batch_size: boxes processed at once (``jax.lax.map`` batch size; ``None`` = all, via ``vmap``).
             Peak memory grows with it.
+        full_hw, origin: ``feat`` is only the window ``[origin, origin + feat.shape[:2])`` (``origin``: ``[2]``
+            int, may be traced) of a ``full_hw`` map and ``boxes`` are in full-map pixels: the result equals
+            RoI Align on the full map (bit for bit) as long as the window holds every box's read window
+            (tiled inference). ``max_samples`` is then required.
 
     Returns:
         ``[K, oh, ow, C]`` array.
     """
     if feat.ndim != 3:
         raise ValueError(f"roi_align: feat must be [H, W, C], got shape {feat.shape}")
+    if (full_hw is None) != (origin is None) or (full_hw is not None and max_samples is None):
+        raise ValueError("roi_align: pass full_hw and origin together, with max_samples")
     feat, boxes, output_hw, ms = _prepare(feat, boxes, output_hw, max_samples)
-    return _roi_align_impl(feat, boxes, output_hw, ms, method, batch_size)
+    if full_hw is None:
+        return _roi_align_impl(feat, boxes, output_hw, ms, method, batch_size)
+    full_hw = (int(full_hw[0]), int(full_hw[1]))
+    return _roi_align_impl(feat, boxes, output_hw, ms, method, batch_size, full_hw, jnp.asarray(origin, jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
 def _roi_align_impl(
     feat: jax.Array,
     boxes: jax.Array,
@@ -207,9 +226,11 @@ def _roi_align_impl(
     max_samples: tuple[int, int],
     method: str,
     batch_size: int | None,
+    full_hw: tuple[int, int] | None = None,
+    origin: jax.Array | None = None,
 ) -> jax.Array:
     def one(box: jax.Array) -> jax.Array:
-        return _roi_align_one(feat, box, output_hw, max_samples, method)
+        return _roi_align_one(feat, box, output_hw, max_samples, method, full_hw, origin)
 
     if batch_size is None or batch_size >= boxes.shape[0]:
         return jax.vmap(one)(boxes)

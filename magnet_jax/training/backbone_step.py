@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from magnet_jax.metrics import confusion_matrix_jax
 from magnet_jax.ops.conv import weight_gradient_rule
-from magnet_jax.training.mesh import data_sharding, replicated
-from magnet_jax.training.metrics_ops import confusion
+from magnet_jax.sharding import data_sharding, replicated
 from magnet_jax.training.state import ModelDef, TrainState, split_variables
 
 BATCH_KEYS = ("image", "label")
@@ -81,7 +81,7 @@ def make_backbone_step(
             "grad_norm": optax.global_norm(grads),
         }
         if with_metrics:
-            metrics["conf"] = confusion(labels, jnp.argmax(out, -1), num_classes, ignore_label)
+            metrics["conf"] = confusion_matrix_jax(labels, jnp.argmax(out, -1), num_classes, ignore_label)
         return new_state, metrics
 
     if mesh is None:

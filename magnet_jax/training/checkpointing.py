@@ -154,12 +154,39 @@ class TrainCheckpointer:
         self.manager.close()
 
 
+def resume_differences(meta: dict, expected: dict) -> list[tuple[str, object, object]]:
+    """`[(field, recorded, new), ...]` for every field of `expected` that the checkpoint's `meta` records
+    with another value (fields an older checkpoint does not record are not compared)."""
+    return [(k, meta[k], v) for k, v in expected.items() if k in meta and meta[k] != v]
+
+
+def describe_differences(diffs: list[tuple[str, object, object]]) -> str:
+    """`"train.lr: 0.01 -> 0.02; ..."`, run fields named by the config field they come from."""
+    from magnet_jax.training.spec import CONFIG_FIELDS
+
+    return "; ".join(f"{CONFIG_FIELDS.get(k, k)}: {old!r} -> {new!r}" for k, old, new in diffs)
+
+
 def check_resume_meta(meta: dict, expected: dict, directory: Path) -> None:
-    """Refuses to resume from a checkpoint of a different model / target / class count / stage."""
-    for key, value in expected.items():
-        if key in meta and meta[key] != value:
-            raise ResumeError(
-                f"checkpoint in {directory} was written for {key}={meta[key]!r} but this run has {key}={value!r}; "
-                "use another --workdir (or delete that folder) to start over"
-            )
+    """Refuses to resume from a checkpoint written for another run identity, listing every difference."""
+    diffs = resume_differences(meta, expected)
+    if diffs:
+        raise ResumeError(
+            f"cannot resume from {directory}: its checkpoints were written with other settings ("
+            + describe_differences(diffs)
+            + "). Use another --workdir to start over, or rerun with the recorded values"
+        )
     logging.info("resuming from %s step %s", directory, meta.get("step"))
+
+
+def latest_meta(directory: str | Path) -> tuple[int, dict] | None:
+    """(step, meta) of the latest committed checkpoint in `directory`, read without opening a manager
+    (orbax commits a step by renaming its temporary folder to the bare step number), or None."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    steps = sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
+    if not steps:
+        return None
+    path = directory / str(steps[-1]) / META / "metadata"
+    return steps[-1], (json.loads(path.read_text()) if path.is_file() else {})

@@ -1,4 +1,4 @@
-"""Training logs: a progress bar, TensorBoard event files, `metrics.jsonl`, the resolved config.
+"""Training logs: a progress bar, TensorBoard event files, `metrics.jsonl`.
 
 Only process 0 writes. `metrics.jsonl` gets one JSON object per logged event:
 `{"run": ..., "step": ..., "kind": "train" | "epoch" | "eval", ...scalars}`.
@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 
 
 class _QuietOrbax:
@@ -44,46 +43,6 @@ def quiet_orbax_logs() -> None:
 
 def is_main_process() -> bool:
     return jax.process_index() == 0
-
-
-def save_resolved_config(config, workdir: str | Path) -> Path:
-    """Writes the config as used (after command-line overrides) to `WORKDIR/config.json`."""
-    path = Path(workdir) / "config.json"
-    if is_main_process():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = config.to_json_best_effort(indent=2, sort_keys=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(text + "\n")
-        tmp.replace(path)
-    return path
-
-
-# ---------------------------------------------------------------- IoU helpers (numpy, host side)
-
-
-def iou_per_class(conf: np.ndarray) -> np.ndarray:
-    """IoU_c = diag / max(1, row + col - diag) of a confusion matrix (rows = ground truth)."""
-    conf = np.asarray(conf, np.float64)
-    diag = np.diag(conf)
-    return diag / np.maximum(1.0, conf.sum(0) + conf.sum(1) - diag)
-
-
-def mean_iou(conf: np.ndarray, classes: list[int] | None = None) -> float:
-    iou = iou_per_class(conf)
-    if classes:
-        iou = iou[classes]
-    return float(iou.mean()) if iou.size else 0.0
-
-
-def freq_iou(conf: np.ndarray, classes: list[int] | None = None) -> float:
-    """Frequency-weighted IoU over `classes` (the original's per-step progress-bar number)."""
-    conf = np.asarray(conf, np.float64)
-    iou = iou_per_class(conf)
-    freq = conf.sum(1)
-    if classes:
-        iou, freq = iou[classes], freq[classes]
-    total = freq.sum()
-    return float((iou * freq).sum() / total) if total > 0 else 0.0
 
 
 # ---------------------------------------------------------------- writers

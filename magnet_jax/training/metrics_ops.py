@@ -1,27 +1,12 @@
-"""jit-able pieces of the training steps: confusion matrices, certainty, the original's aggregation."""
+"""The original training log's "aggregated" view (jit-able); confusion matrices are
+`metrics.confusion_matrix_jax`, certainty `ops.patches.certainty`."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-
-def confusion(labels: jax.Array, pred: jax.Array, num_classes: int, ignore_label: int) -> jax.Array:
-    """`[n, n]` int32 confusion matrix (rows = ground truth) over pixels with 0 <= label < n, != ignore."""
-    n = num_classes
-    labels = labels.astype(jnp.int32)
-    valid = (labels >= 0) & (labels < n) & (labels != ignore_label)
-    idx = jnp.where(valid, labels * n + pred.astype(jnp.int32), n * n)
-    counts = jnp.bincount(idx.reshape(-1), length=n * n + 1)[: n * n]
-    return counts.reshape(n, n).astype(jnp.int32)
-
-
-def certainty(probs: jax.Array) -> jax.Array:
-    """Top-1 minus top-2 probability over the last (class) axis: `[..., C]` -> `[...]`."""
-    if probs.shape[-1] < 2:
-        return jnp.ones(probs.shape[:-1], probs.dtype)
-    top2 = jax.lax.top_k(probs, 2)[0]
-    return top2[..., 0] - top2[..., 1]
+from magnet_jax.ops.patches import certainty
 
 
 def aggregate(crop_coarse: jax.Array, fine: jax.Array, refined: jax.Array) -> jax.Array:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 import jax.numpy as jnp
 import optax
 
+from magnet_jax.training.spec import OptimSpec
+
 
 def multistep_schedule(
     base_lr: float, milestones_epochs: Sequence[int], gamma: float, steps_per_epoch: int
@@ -55,33 +57,24 @@ def sgd_coupled(
     return optax.chain(*parts)
 
 
-def make_schedule(config, steps_per_epoch: int, total_steps: int) -> Callable[[jnp.ndarray], jnp.ndarray]:
-    """The configured learning-rate schedule: poly for backbones, MultiStepLR for refiners
-    (`config.train.lr_schedule` = auto | multistep | poly | constant)."""
-    from magnet_jax.config import parse_int_list
-
-    t = config.train
-    kind = t.get("lr_schedule", "auto")
-    if kind == "auto":
-        kind = "poly" if t.target == "backbone" else "multistep"
-    if kind == "poly":
-        return poly_schedule(t.lr, total_steps, t.poly_power)
-    if kind == "multistep":
-        milestones = parse_int_list(t.lr_milestones, "train.lr_milestones")
-        return multistep_schedule(t.lr, milestones, t.lr_gamma, steps_per_epoch)
-    if kind == "constant":
-        return lambda step: jnp.asarray(t.lr, jnp.float32)
-    raise ValueError(f"config.train.lr_schedule: expected auto | multistep | poly | constant, got {kind!r}")
+def make_schedule(optim: OptimSpec, steps_per_epoch: int, total_steps: int) -> Callable[[jnp.ndarray], jnp.ndarray]:
+    """The run's learning-rate schedule: `poly` (backbones), `multistep` (refiners) or `constant`."""
+    if optim.schedule == "poly":
+        return poly_schedule(optim.lr, total_steps, optim.poly_power)
+    if optim.schedule == "multistep":
+        return multistep_schedule(optim.lr, optim.milestones, optim.gamma, steps_per_epoch)
+    if optim.schedule == "constant":
+        return lambda step: jnp.asarray(optim.lr, jnp.float32)
+    raise ValueError(f"config.train.lr_schedule: expected auto | multistep | poly | constant, got {optim.schedule!r}")
 
 
-def make_optimizer(config, steps_per_epoch: int, total_steps: int):
-    """(optax transformation, schedule) for `config.train`: `optimizer` sgd (the original) or adam
-    (Adam with the same coupled weight decay, for short from-scratch runs such as the synthetic demo)."""
-    schedule = make_schedule(config, steps_per_epoch, total_steps)
-    kind = str(config.train.get("optimizer", "sgd"))
-    if kind == "sgd":
-        return sgd_coupled(schedule, config.train.momentum, config.train.weight_decay), schedule
-    if kind == "adam":
-        parts = [optax.add_decayed_weights(config.train.weight_decay)] if config.train.weight_decay else []
+def make_optimizer(optim: OptimSpec, steps_per_epoch: int, total_steps: int):
+    """(optax transformation, schedule): `optimizer` sgd (the original) or adam (Adam with the same coupled
+    weight decay, for short from-scratch runs such as the synthetic demo)."""
+    schedule = make_schedule(optim, steps_per_epoch, total_steps)
+    if optim.optimizer == "sgd":
+        return sgd_coupled(schedule, optim.momentum, optim.weight_decay), schedule
+    if optim.optimizer == "adam":
+        parts = [optax.add_decayed_weights(optim.weight_decay)] if optim.weight_decay else []
         return optax.chain(*parts, optax.adam(schedule)), schedule
-    raise ValueError(f"config.train.optimizer: expected 'sgd' or 'adam', got {kind!r}")
+    raise ValueError(f"config.train.optimizer: expected 'sgd' or 'adam', got {optim.optimizer!r}")

@@ -18,7 +18,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from magnet_jax.models.layers import BatchNorm2d
-from magnet_jax.training.mesh import data_sharding, replicated
+from magnet_jax.sharding import data_sharding, replicated
 from magnet_jax.training.state import ModelDef, TrainState, split_variables
 
 

@@ -18,30 +18,43 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from magnet_jax.metrics import confusion_matrix_jax
+from magnet_jax.models import refinement
+from magnet_jax.models.refinement import class_probabilities
 from magnet_jax.ops.conv import weight_gradient_rule
-from magnet_jax.training.mesh import data_sharding, replicated
-from magnet_jax.training.metrics_ops import aggregate, confusion
+from magnet_jax.sharding import data_sharding, replicated
+from magnet_jax.training.metrics_ops import aggregate
 from magnet_jax.training.state import ModelDef, TrainState, split_variables
 
 BATCH_KEYS = ("coarse_image", "fine_image", "label", "box")
 
 
+def _frozen_model(backbone: ModelDef, frozen: tuple):
+    params, batch_stats, rngs = frozen
+    return backbone.merge(train=False, params=params, batch_stats=batch_stats, rngs=rngs)
+
+
 def backbone_probs(backbone: ModelDef, frozen: tuple, images: jax.Array) -> jax.Array:
     """softmax(backbone(images)) in eval mode, `[B, H, W, 3]` -> `[B, H, W, n]` (no gradient)."""
-    params, batch_stats, rngs = frozen
-    model = backbone.merge(train=False, params=params, batch_stats=batch_stats, rngs=rngs)
-    return jax.lax.stop_gradient(jax.nn.softmax(model(images).astype(jnp.float32), axis=-1))
+    return jax.lax.stop_gradient(class_probabilities(_frozen_model(backbone, frozen)(images)))
 
 
 def refiner_inputs(backbone: ModelDef, frozen: tuple, batch: dict, input_hw: tuple[int, int]):
-    """(fine probs, crop_coarse probs), both `[B, h, w, n]` at the input size."""
-    from magnet_jax.ops.roi_align import roi_align_batched
-
+    """(fine probs, crop_coarse probs), both `[B, h, w, n]` at the input size (`models.refinement.refiner_inputs`)."""
     coarse = backbone_probs(backbone, frozen, batch["coarse_image"])
-    fine = backbone_probs(backbone, frozen, batch["fine_image"])
+    if tuple(batch["fine_image"].shape[1:3]) != tuple(input_hw):
+        raise ValueError(f"refiner batch: fine_image is {batch['fine_image'].shape[1:3]}, expected input {input_hw}")
     # The crop box covers at most the whole coarse image, which is input-sized: one sample per bin.
-    crop = roi_align_batched(coarse, batch["box"], input_hw, max_samples=(1, 1))
-    return fine, jax.lax.stop_gradient(crop)
+    fine, crop = refinement.refiner_inputs(
+        _frozen_model(backbone, frozen), batch["fine_image"], coarse, batch["box"], max_samples=(1, 1)
+    )
+    return jax.lax.stop_gradient(fine), jax.lax.stop_gradient(crop)
+
+
+def refiner_model_inputs(backbone: ModelDef, frozen: tuple, batch: dict, input_hw: tuple[int, int], order: str):
+    """The refiner's two inputs in call order: `(fine, crop_coarse)` for `fine_first` (as inference), else
+    `(crop_coarse, fine)` (the original's training order); each `[B, h, w, n]`."""
+    return refinement.ordered_inputs(*refiner_inputs(backbone, frozen, batch, input_hw), order)
 
 
 def make_refiner_step(
@@ -69,8 +82,7 @@ def make_refiner_step(
     """
     from magnet_jax import losses
 
-    if input_order not in ("fine_first", "coarse_first"):
-        raise ValueError(f"refiner input order must be fine_first or coarse_first, got {input_order!r}")
+    refinement.check_input_order(input_order)
 
     def loss_value(logits, labels):
         if loss == "ohem":
@@ -89,8 +101,7 @@ def make_refiner_step(
 
         def loss_fn(params):
             model = refiner.merge(train=True, params=params, batch_stats=state.batch_stats, rngs=state.rngs)
-            first, second = (fine, crop) if input_order == "fine_first" else (crop, fine)
-            logits = model(first, second)
+            logits = refinement.refine(model, fine, crop, order=input_order)
             _, batch_stats, rngs = split_variables(model)
             return loss_value(logits, labels), (logits, batch_stats, rngs)
 
@@ -108,9 +119,9 @@ def make_refiner_step(
         if with_metrics:
             refined = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
             aggre = aggregate(crop, fine, refined)
-            metrics["conf_coarse"] = confusion(labels, jnp.argmax(crop, -1), num_classes, ignore_label)
-            metrics["conf_fine"] = confusion(labels, jnp.argmax(fine, -1), num_classes, ignore_label)
-            metrics["conf_aggre"] = confusion(labels, jnp.argmax(aggre, -1), num_classes, ignore_label)
+            metrics["conf_coarse"] = confusion_matrix_jax(labels, jnp.argmax(crop, -1), num_classes, ignore_label)
+            metrics["conf_fine"] = confusion_matrix_jax(labels, jnp.argmax(fine, -1), num_classes, ignore_label)
+            metrics["conf_aggre"] = confusion_matrix_jax(labels, jnp.argmax(aggre, -1), num_classes, ignore_label)
         return new_state, metrics
 
     if mesh is None:

@@ -1,6 +1,8 @@
-"""Small fake datasets written to disk, in the real datasets' layouts (tests, benchmarks, demos).
+"""Small fake datasets written to disk, in the real challenges' layouts and file names (tests, benchmarks).
 
-Nothing here is used in training; it lets the real loading code run on files without a download.
+Nothing here is used in training; it lets the real loading and preparing code run on files without a
+download: Cityscapes zips / tree, DeepGlobe land-train, the Gleason 2019 download (Train Imgs, Maps1_T ...
+Maps6_T), Inria Aerial's AerialImageDataset/train/{images,gt}.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import zipfile
 import cv2
 import numpy as np
 
-from magnet_jax.data.labels import CITYSCAPES_ID_TO_TRAIN_ID, DEEPGLOBE_COLORS
+from magnet_jax.data.datasets.cityscapes import ID_TO_TRAIN_ID as CITYSCAPES_ID_TO_TRAIN_ID
+from magnet_jax.data.datasets.deepglobe import COLORS as DEEPGLOBE_COLORS
 from magnet_jax.data.lists import write_file_list
 
 
@@ -50,15 +53,16 @@ def fake_photo(rng: np.random.Generator, h: int, w: int, label: np.ndarray | Non
 
 
 def write_deepglobe(root: str, n: int, size: int = 64, *, seed: int = 0, lists_dir: str | None = None,
-                    jpeg_quality: int = 90) -> list[tuple[str, str]]:
-    """`root/land-train/<id>_sat.jpg` + `<id>_mask.png` (exact DeepGlobe colours); optional list of all."""
+                    jpeg_quality: int = 90, ids=None) -> list[tuple[str, str]]:
+    """`root/land-train/<id>_sat.jpg` + `<id>_mask.png` (exact DeepGlobe colours); optional list of all.
+
+    ids: the image ids (default 1000, 1007, ...; `n` is then their count)."""
     rng = np.random.default_rng(seed)
     folder = os.path.join(root, "land-train")
     os.makedirs(folder, exist_ok=True)
     colors = np.asarray(DEEPGLOBE_COLORS, np.uint8)
     pairs = []
-    for i in range(n):
-        ident = 1000 + 7 * i
+    for ident in (ids if ids is not None else [1000 + 7 * i for i in range(n)]):
         label = blob_label(rng, size, size, list(range(7)), n_blobs=8)
         image = fake_photo(rng, size, size, label)
         image_rel, mask_rel = f"land-train/{ident}_sat.jpg", f"land-train/{ident}_mask.png"
@@ -115,3 +119,48 @@ def write_cityscapes_tree(root: str, h: int = 32, w: int = 64, seed: int = 0, la
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as f:
                 f.write(data)
+
+
+def write_gleason_download(folder: str, cores, size: int = 32, *, seed: int = 0, maps=None) -> dict:
+    """The Gleason 2019 training download, extracted: `folder/Train Imgs/<core>.jpg` and
+    `folder/Maps{k}_T/<core>_classimg_nonconvex.png` (raw grades 0, 1, 3, 4, 5 per pathologist).
+
+    maps: {core: [grade map [size, size] uint8 per pathologist k = 1..]} to write given maps; by default
+    three random pathologists' maps per core. Returns {core: [maps written]}.
+    """
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.join(folder, "Train Imgs"), exist_ok=True)
+    written = {}
+    for core in cores:
+        core_maps = (maps or {}).get(core)
+        if core_maps is None:
+            base = blob_label(rng, size, size, [0, 1, 3, 4, 5], n_blobs=5)
+            core_maps = []
+            for _ in range(3):
+                m = base.copy()
+                m[rng.random((size, size)) < 0.2] = 3  # pathologists disagree on a fifth of the pixels
+                core_maps.append(m.astype(np.uint8))
+        first = next(m for m in core_maps if m is not None)
+        image = fake_photo(rng, size, size, np.asarray(first).astype(np.int64))
+        cv2.imwrite(os.path.join(folder, "Train Imgs", f"{core}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        for k, m in enumerate(core_maps, start=1):
+            if m is None:
+                continue  # this pathologist did not annotate the core
+            os.makedirs(os.path.join(folder, f"Maps{k}_T"), exist_ok=True)
+            cv2.imwrite(os.path.join(folder, f"Maps{k}_T", f"{core}_classimg_nonconvex.png"), np.asarray(m, np.uint8))
+        written[core] = core_maps
+    return written
+
+
+def write_inria(root: str, tiles, size: int = 32, *, seed: int = 0) -> None:
+    """Inria Aerial's layout: `root/AerialImageDataset/train/images/<tile>.tif` (RGB) and
+    `.../train/gt/<tile>.tif` (single-channel 0/255 building masks)."""
+    rng = np.random.default_rng(seed)
+    base = os.path.join(root, "AerialImageDataset", "train")
+    for sub in ("images", "gt"):
+        os.makedirs(os.path.join(base, sub), exist_ok=True)
+    for tile in tiles:
+        label = blob_label(rng, size, size, [0, 1], n_blobs=4)
+        image = fake_photo(rng, size, size, label)
+        cv2.imwrite(os.path.join(base, "images", f"{tile}.tif"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(os.path.join(base, "gt", f"{tile}.tif"), (label * 255).astype(np.uint8))

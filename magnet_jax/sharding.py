@@ -1,4 +1,4 @@
-"""Device mesh, shardings and multi-host set-up for training.
+"""Device mesh, shardings and multi-host set-up (training and inference).
 
 One `jax.sharding.Mesh` over every device of every process with a single `data`
 axis: batches are split along their first dimension, parameters / optimizer state

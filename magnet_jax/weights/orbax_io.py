@@ -1,22 +1,18 @@
-"""Model weight files: converted orbax checkpoints, and one loader for every kind.
+"""Converted weights checkpoints: orbax folders holding one model's variables plus a JSON record.
 
-A *weights checkpoint* is a folder written atomically by orbax holding one model's
-variables (NNX `Param` and `BatchStat`, NHWC / HWIO layouts) plus a JSON record of
-what they are::
+A *weights checkpoint* is a folder written atomically by orbax::
 
     OUT_DIR/
       meta/metadata     JSON: {"format": "magnet-jax-weights", "version": 1,
                                "model": "fpn", "num_classes": 7, "source": ...}
       state/            orbax PyTree (StandardCheckpointHandler): nested dict of
-                        arrays keyed by the module's attribute path
+                        arrays keyed by the module's attribute path (`weights.tree`)
       _CHECKPOINT_METADATA, commit_success.txt   (orbax bookkeeping)
 
 `python -m magnet_jax.convert` writes them from the original's `.pth` files;
-`save_model_weights` writes them from a live model. `load_model_weights(path,
-model_name, num_classes)` accepts either an original `.pth` file (converted on the
-fly, needs PyTorch) or such a folder, and is strict both ways: a different model
-or class count, and any missing, unexpected or misshaped array, is an error that
-names the file and what was expected.
+`save_model_weights` writes them from a live model. Loading is strict: a different
+model or class count, and any missing, unexpected or misshaped array, is an error
+that names the folder and what was expected.
 """
 
 from __future__ import annotations
@@ -24,116 +20,30 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from magnet_jax.models import MODEL_NAMES, build_model
-from magnet_jax.models.state_dict import StateDictMismatchError
+from magnet_jax.models import build_model
+from magnet_jax.weights.tree import (
+    CheckpointError,
+    assign_weights_tree,
+    check_model_args,
+    flat_variables,
+    flatten_tree,
+    mismatch_error,
+    nest,
+    weights_tree,
+)
 
 WEIGHTS_FORMAT = "magnet-jax-weights"
 WEIGHTS_FORMAT_VERSION = 1
 META_ITEM = "meta"
 STATE_ITEM = "state"
 _META_FILE = Path(META_ITEM) / "metadata"  # where orbax's JsonCheckpointHandler puts it
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file or folder cannot be used; the message names it and what was expected."""
-
-
-# ---------------------------------------------------------------- model state <-> tree
-
-
-def _weight_filter():
-    return nnx.Any(nnx.Param, nnx.BatchStat)
-
-
-def _flat_variables(model: nnx.Module) -> dict[tuple[str, ...], Any]:
-    """(path parts as strings) -> array, for every Param and BatchStat of `model`."""
-    state = nnx.state(model, _weight_filter())
-    out = {}
-    for path, value in nnx.to_flat_state(state):
-        value = value.get_value() if isinstance(value, nnx.Variable) else value
-        out[tuple(str(p) for p in path)] = value
-    return out
-
-
-def _nest(flat: dict[tuple[str, ...], Any]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for path, value in flat.items():
-        node = tree
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
-    return tree
-
-
-def weights_tree(model: nnx.Module) -> dict[str, Any]:
-    """The model's weights as a nested dict with string keys (what a weights checkpoint stores)."""
-    return _nest(_flat_variables(model))
-
-
-def _flatten_tree(tree: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    if isinstance(tree, dict):
-        out = {}
-        for key, value in tree.items():
-            out.update(_flatten_tree(value, (*prefix, str(key))))
-        return out
-    return {prefix: tree}
-
-
-def _mismatch_error(
-    source: str,
-    expected: dict[tuple[str, ...], tuple[int, ...]],
-    given: dict[tuple[str, ...], tuple[int, ...]],
-    what: str,
-) -> StateDictMismatchError | None:
-    missing = sorted(".".join(k) for k in set(expected) - set(given))
-    unexpected = sorted(".".join(k) for k in set(given) - set(expected))
-    misshaped = [
-        f"{'.'.join(k)}: checkpoint {tuple(given[k])}, model {tuple(expected[k])}"
-        for k in sorted(set(expected) & set(given))
-        if tuple(given[k]) != tuple(expected[k])
-    ]
-    if not (missing or unexpected or misshaped):
-        return None
-    lines = [f"{source} does not fit {what} ({len(expected)} arrays expected):"]
-    for title, items in (("missing", missing), ("unexpected", unexpected), ("misshaped", misshaped)):
-        if items:
-            shown = items[:20] + ([f"... and {len(items) - 20} more"] if len(items) > 20 else [])
-            lines.append(f"  {len(items)} {title} array(s): " + ", ".join(shown))
-    return StateDictMismatchError("\n".join(lines))
-
-
-def assign_weights_tree(model: nnx.Module, tree: dict[str, Any], *, source: str = "weights") -> None:
-    """Copies a nested dict of arrays (as `weights_tree` returns) into `model` in place, strictly.
-
-    Raises `StateDictMismatchError` naming `source` and every missing, unexpected and
-    misshaped array; on error the model is left untouched.
-    """
-    current = _flat_variables(model)
-    given = _flatten_tree(tree)
-    error = _mismatch_error(
-        source,
-        {k: tuple(np.shape(v)) for k, v in current.items()},
-        {k: tuple(np.shape(v)) for k, v in given.items()},
-        "the model",
-    )
-    if error is not None:
-        raise error
-    state = nnx.state(model, _weight_filter())
-    pure = _nest({k: jnp.asarray(v, dtype=current[k].dtype) for k, v in given.items()})
-    nnx.replace_by_pure_dict(state, pure)  # maps the string keys back to integer list indices
-    nnx.update(model, state)
-
-
-# ---------------------------------------------------------------- orbax plumbing
 
 
 def _checkpointer():
@@ -208,10 +118,10 @@ def save_model_weights(
     out = Path(out_dir).absolute()
     _check_overwrite(out, overwrite)
     expected = _expected_shapes(model_name, num_classes, source=str(out))
-    error = _mismatch_error(
+    error = mismatch_error(
         f"model to save as {out}",
         expected,
-        {k: tuple(np.shape(v)) for k, v in _flat_variables(model).items()},
+        {k: tuple(np.shape(v)) for k, v in flat_variables(model).items()},
         f"model {model_name!r} with num_classes={num_classes}",
     )
     if error is not None:
@@ -267,14 +177,7 @@ def _check_overwrite(out: Path, overwrite: bool) -> None:
 def _expected_shapes(model_name: str, num_classes: int, *, source: str) -> dict[tuple[str, ...], tuple[int, ...]]:
     check_model_args(model_name, num_classes, source)
     abstract = nnx.eval_shape(lambda: build_model(model_name, num_classes))
-    return {k: tuple(v.shape) for k, v in _flat_variables(abstract).items()}
-
-
-def check_model_args(model_name: str, num_classes: int, source: str) -> None:
-    if model_name not in MODEL_NAMES:
-        raise ValueError(f"{source}: unknown model {model_name!r}; expected one of {', '.join(MODEL_NAMES)}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(f"{source}: num_classes must be a positive integer, got {num_classes!r}")
+    return {k: tuple(v.shape) for k, v in flat_variables(abstract).items()}
 
 
 def load_weights_checkpoint(path: str | Path, model_name: str, num_classes: int) -> nnx.Module:
@@ -290,14 +193,14 @@ def load_weights_checkpoint(path: str | Path, model_name: str, num_classes: int)
     import orbax.checkpoint as ocp
 
     model = build_model(model_name, int(num_classes))
-    current = _flat_variables(model)
+    current = flat_variables(model)
     with _checkpointer() as ckptr:
         try:
             stored = ckptr.metadata(path).item_metadata[STATE_ITEM].tree
         except Exception as e:  # noqa: BLE001 - orbax raises many types for damaged folders
             raise CheckpointError(f"{path}: cannot read the stored array metadata ({type(e).__name__}: {e})") from None
-        stored_shapes = {k: tuple(v.shape) for k, v in _flatten_tree(stored).items()}
-        error = _mismatch_error(
+        stored_shapes = {k: tuple(v.shape) for k, v in flatten_tree(stored).items()}
+        error = mismatch_error(
             str(path),
             {k: tuple(v.shape) for k, v in current.items()},
             stored_shapes,
@@ -305,7 +208,7 @@ def load_weights_checkpoint(path: str | Path, model_name: str, num_classes: int)
         )
         if error is not None:
             raise error
-        target = _nest({k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in current.items()})
+        target = nest({k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in current.items()})
         try:
             args = ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(target)})
             restored = ckptr.restore(path, args=args)[STATE_ITEM]
@@ -314,52 +217,3 @@ def load_weights_checkpoint(path: str | Path, model_name: str, num_classes: int)
     assign_weights_tree(model, restored, source=str(path))
     model.eval()
     return model
-
-
-# ---------------------------------------------------------------- one entry point
-
-
-def load_model_weights(path: str | Path, model_name: str, num_classes: int) -> nnx.Module:
-    """`model_name` for `num_classes` classes with weights from `path`, in eval mode.
-
-    `path` is either an original PyTorch `.pth` file (a backbone's training-wrapper state
-    dict or a refiner's plain state dict; converted in memory, needs PyTorch) or a weights
-    checkpoint folder written by `python -m magnet_jax.convert` / `save_model_weights`.
-    Raises FileNotFoundError, CheckpointError or StateDictMismatchError (both ValueError),
-    each naming the file and what was expected.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(
-            f"checkpoint {p} does not exist (expected an original .pth file or a converted weights folder "
-            f"for model {model_name!r} with num_classes={num_classes})"
-        )
-    if p.is_dir():
-        return load_weights_checkpoint(p, model_name, num_classes)
-    from magnet_jax.convert import load_torch_checkpoint  # imports torch lazily
-
-    return load_torch_checkpoint(p, model_name, num_classes)
-
-
-def parse_checkpoint_list(text: str | Sequence[str]) -> list[str]:
-    """'P1,P2' (or a list) -> ['P1', 'P2'], blanks dropped."""
-    items = text.split(",") if isinstance(text, str) else list(text)
-    return [str(t).strip() for t in items if str(t).strip()]
-
-
-def load_refiners(paths: str | Sequence[str], num_classes: int, num_stages: int) -> list[nnx.Module]:
-    """One refinement module per stage from `--config.checkpoint.refiners` ('P' shared, or 'P1,...,Pm').
-
-    A single path gives one module shared by every stage (the same object repeated).
-    """
-    items = parse_checkpoint_list(paths)
-    if not items:
-        raise ValueError("no refinement checkpoint given (config.checkpoint.refiners is empty)")
-    if len(items) == 1:
-        return [load_model_weights(items[0], "refinement", num_classes)] * num_stages
-    if len(items) != num_stages:
-        raise ValueError(
-            f"config.checkpoint.refiners lists {len(items)} checkpoints ({', '.join(items)}); "
-            f"expected 1 (shared) or {num_stages} (one per refinement stage)"
-        )
-    return [load_model_weights(p, "refinement", num_classes) for p in items]

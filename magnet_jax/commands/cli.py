@@ -1,0 +1,92 @@
+"""What `main.py` does with its flags: checks first, one mode, and one line for a user's mistake.
+
+Errors that are the user's to fix (config, data, checkpoint, workdir, resume, unreadable images) are
+printed as one line `main.py: error: ...` with exit status 2 (1 when work was done but some inputs
+failed: skipped images, a partial evaluation, a diverged training run). Anything else is a bug and
+keeps its traceback. `--verbose` (or `MAGNET_JAX_VERBOSE=1`) shows the traceback of every error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+VERBOSE_ENV = "MAGNET_JAX_VERBOSE"
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """The project's own error classes: a message a user can act on, no traceback needed."""
+    from magnet_jax.commands.sweep import SweepError
+    from magnet_jax.commands.workdir import WorkdirError
+    from magnet_jax.data import DataError
+    from magnet_jax.evaluation import EvaluationInterrupted
+    from magnet_jax.preprocess import ImageDecodeError
+    from magnet_jax.training.checkpointing import ResumeError
+    from magnet_jax.training.loop import TrainingDivergedError
+    from magnet_jax.weights import CheckpointError, StateDictMismatchError
+
+    return (WorkdirError, SweepError, DataError, ImageDecodeError, ResumeError, CheckpointError, StateDictMismatchError,
+            EvaluationInterrupted, TrainingDivergedError, FileNotFoundError, PermissionError)  # fmt: skip
+
+
+def _after_work(e: BaseException) -> bool:
+    from magnet_jax.commands.check_data import DataCheckFailed
+    from magnet_jax.commands.predict import SkippedImagesError
+    from magnet_jax.evaluation import EvaluationInterrupted
+    from magnet_jax.training.loop import TrainingDivergedError
+
+    return isinstance(e, (SkippedImagesError, EvaluationInterrupted, TrainingDivergedError, DataCheckFailed))
+
+
+def one_line(e: BaseException) -> str:
+    """The message of `e` on one line (ml_collections quotes and wraps some of its messages)."""
+    text = str(e).strip().strip("'\"")
+    if isinstance(e, KeyError) and e.args:
+        text = str(e.args[0]).strip("'\"")
+    return " ".join(text.replace("\\n", " ").replace("\\'", "'").split()) or type(e).__name__
+
+
+def verbose(argv: Sequence[str] = ()) -> bool:
+    """`--verbose` on the command line (or in `argv`), or `$MAGNET_JAX_VERBOSE` set."""
+    given = [a for a in list(argv) + sys.argv if a in ("--verbose", "--verbose=true", "--verbose=True")]
+    return bool(given) or os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false")
+
+
+def fail(message: str, status: int = 2) -> None:
+    print(f"main.py: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+def guarded(fn: Callable[[], object], *, before_work: bool, argv: Sequence[str] = ()) -> object:
+    """Runs `fn`; a user error becomes one line and exit status 2 (1 after partial work). Before any work
+    (config checks) every ValueError is a user error; during work only the project's own classes are,
+    plus ValueErrors whose message names a config field or a flag."""
+    try:
+        return fn()
+    except SystemExit:
+        raise
+    except Exception as e:
+        if verbose(argv):
+            raise
+        mine = isinstance(e, user_error_types()) or _after_work(e)
+        named = isinstance(e, ValueError) and str(e).lstrip("'\"").startswith(("config.", "--"))
+        if mine or named or (before_work and isinstance(e, (ValueError, KeyError, AttributeError))):
+            fail(one_line(e), 1 if _after_work(e) else 2)
+        raise
+
+
+def flags_parser(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a misspelled `--config.FIELD` or a bad value as one line (exit 2)."""
+    from absl import app, flags
+
+    if any(a in ("--help", "-h", "-?", "--helpshort", "--helpfull") for a in argv[1:]):
+        app.usage(shorthelp="--helpfull" not in argv, writeto_stdout=True, exitcode=0)  # absl itself exits 1
+
+    def parse():
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:
+            fail(one_line(e))
+
+    return guarded(parse, before_work=True, argv=argv)

@@ -1,0 +1,70 @@
+"""`main.py --mode=predict --image ...`: MagNet on image files, one output folder per image.
+
+    python main.py --config configs/deepglobe.py --mode=predict --image 'images/*.jpg' --workdir out \
+        --config.checkpoint.backbone=fpn.pth --config.checkpoint.refiners=refine.pth
+
+Outputs per image: see `magnet_jax/inference/predict.py`. An image that cannot be read (missing,
+truncated, corrupt) is skipped with one line naming it; the others are predicted, and
+`OUT/predict_summary.json` lists the skipped files; the command then exits with status 1.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+from absl import logging
+
+from magnet_jax.commands.workdir import flat_config
+from magnet_jax.evaluation import write_json_atomic
+from magnet_jax.inference.engine import MagNetPredictor
+from magnet_jax.inference.predict import expand_images, output_dirs, save_prediction
+from magnet_jax.preprocess import ImageDecodeError, read_image_rgb
+
+
+class SkippedImagesError(RuntimeError):
+    """Some images could not be read; the rest were predicted (the summary lists them)."""
+
+
+def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
+    """Predicts every image of `images` (files, globs, folders); returns the output folders written.
+
+    Raises SkippedImagesError (after predicting the readable ones) when some images could not be read.
+    """
+    from magnet_jax.compile_cache import enable_compilation_cache
+    from magnet_jax.data import dataset_spec
+
+    paths = expand_images(images)  # fail on inputs that match nothing before loading models and compiling
+    enable_compilation_cache()
+    os.makedirs(workdir, exist_ok=True)
+    dataset = dataset_spec(config)
+    t = time.perf_counter()
+    predictor = MagNetPredictor.from_config(config)
+    setup_s = time.perf_counter() - t
+    print(predictor.plan.describe(), flush=True)
+    summary: dict = {"plan": predictor.plan.describe(), "model_setup_s": setup_s, "images": [], "skipped": [],
+                     "config": flat_config(config)}  # fmt: skip
+    written = []
+    for path, out_dir in zip(paths, output_dirs(paths, workdir), strict=True):
+        try:
+            image = read_image_rgb(path)
+        except (FileNotFoundError, ImageDecodeError) as e:
+            logging.error("skipped: %s", e)
+            print(f"skipped: {e}", flush=True)
+            summary["skipped"].append({"image": path, "error": str(e)})
+            continue
+        result = predictor.predict(image)
+        save_prediction(predictor, result, image, out_dir, dataset.palette, class_names=dataset.class_names)
+        timings = {k: round(v, 4) for k, v in result.timings.items()}
+        points = {f"stage{s.index}": s.points for s in result.stages if s.index > 0}
+        summary["images"].append({"image": path, "output": out_dir, "seconds": timings, "points": points})
+        written.append(out_dir)
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in timings.items() if k.startswith("stage"))
+        print(f"{os.path.basename(path)}: {result.seconds:.2f} s ({stages}) -> {out_dir}", flush=True)
+    write_json_atomic(os.path.join(workdir, "predict_summary.json"), summary)
+    print(f"predicted {len(written)} of {len(paths)} images; summary: {os.path.join(workdir, 'predict_summary.json')}")
+    if summary["skipped"]:
+        names = ", ".join(os.path.basename(s["image"]) for s in summary["skipped"])
+        raise SkippedImagesError(f"{len(summary['skipped'])} of {len(paths)} images could not be read: {names}")
+    return written

@@ -1,0 +1,121 @@
+"""A workdir's identity: `WORKDIR/config.json` records the config that produced it.
+
+- The workdir is checked first: creatable, a folder, writable (errors name `--workdir`).
+- A `config.json` that magnet-jax did not write (no `_magnet_jax` record key) is never overwritten:
+  training there is refused.
+- Training into a workdir that already holds a record compares the new config field by field with
+  it: a field that changes what is computed (data, model, MagNet plan, seed) refuses with every
+  difference listed `old -> new`. The training fields and the frozen backbone are compared per run by
+  the checkpoints (`training/spec.py: RunSpec.identity`), so one workdir can train a backbone, then
+  its refiners with their own epochs and learning rate. Fields that cannot change results
+  (`FREE_FIELDS`) may differ.
+- The record is written only after every check passed, atomically (a kill mid-write keeps the old one).
+Evaluation and prediction never write `config.json`; their outputs embed the config they used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from magnet_jax.evaluation import write_json_atomic
+
+RECORD_KEY = "_magnet_jax"
+# Compared per run by the checkpoints, or not affecting results at all.
+FREE_PREFIXES = ("train.", "eval.")
+FREE_FIELDS = ("data.num_workers", "magnet.patch_batch_size", "checkpoint.backbone", "checkpoint.refiners")
+
+
+class WorkdirError(ValueError):
+    """The workdir cannot be used for this run (named in the message)."""
+
+
+def flat_config(config) -> dict[str, Any]:
+    """`{"data.name": ..., "magnet.scales": ..., ...}` of a ConfigDict (or a nested dict)."""
+    tree = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    out: dict[str, Any] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+
+    walk(tree, "")
+    return out
+
+
+def prepare_workdir(path: str | os.PathLike) -> Path:
+    """Creates the workdir if needed and checks that it is a writable folder; WorkdirError naming `--workdir`."""
+    workdir = Path(path).absolute()
+    if workdir.exists() and not workdir.is_dir():
+        raise WorkdirError(f"--workdir {path}: exists and is not a folder")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WorkdirError(f"--workdir {path}: cannot create it ({e.strerror or e})") from None
+    probe = workdir / f".write_test_{os.getpid()}"
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise WorkdirError(f"--workdir {path}: not writable ({e.strerror or e})") from None
+    return workdir
+
+
+def read_record(workdir: Path) -> dict | None:
+    """The recorded config (flat) of `workdir`, None if there is none; WorkdirError if `config.json` is not ours."""
+    path = workdir / "config.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict) or RECORD_KEY not in data:
+        raise WorkdirError(
+            f"--workdir {workdir}: it holds a config.json that magnet-jax did not write; it was left untouched. "
+            "Use another --workdir"
+        )
+    return flat_config({k: v for k, v in data.items() if k != RECORD_KEY})
+
+
+def _free(field: str) -> bool:
+    return field in FREE_FIELDS or field.startswith(FREE_PREFIXES)
+
+
+def differences(recorded: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`["field: old -> new", ...]` over the fields that change what a workdir's runs compute."""
+    out = []
+    for key in sorted(set(recorded) | set(new)):
+        if _free(key):
+            continue
+        old, cur = recorded.get(key, "<absent>"), new.get(key, "<absent>")
+        if old != cur:
+            out.append(f"{key}: {old!r} -> {cur!r}")
+    return out
+
+
+def check_record(config, workdir: Path) -> None:
+    """Refuses (WorkdirError listing the fields) a config that contradicts this workdir's record."""
+    recorded = read_record(workdir)
+    if recorded is None:
+        return
+    diffs = differences(recorded, flat_config(config))
+    if diffs:
+        raise WorkdirError(
+            f"--workdir {workdir} was produced with another config ({'; '.join(diffs)}); nothing was changed. "
+            "Use another --workdir, or rerun with the recorded values (its config.json)"
+        )
+
+
+def write_record(config, workdir: Path, mode: str) -> Path:
+    """Writes `config.json` (the config as used, plus the `_magnet_jax` record key), atomically."""
+    data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    data = json.loads(json.dumps(data, default=str))
+    data[RECORD_KEY] = {"record": 1, "mode": mode, "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    return write_json_atomic(workdir / "config.json", data)

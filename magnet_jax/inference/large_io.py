@@ -1,0 +1,237 @@
+"""Large images in and out: region reads of big (Big)TIFF files, tiled label TIFFs, small previews.
+
+`open_image(path)` gives an `ImageSource` whose `read(y0, y1, x0, x1)` returns RGB uint8 `[h, w, 3]`
+without loading the whole image when the file allows it:
+- uncompressed contiguous TIFF / BigTIFF: a `np.memmap` view, opened per read (its pages leave the
+  resident set when the read returns);
+- tiled or striped TIFF (any codec tifffile decodes, e.g. deflate, LZW, JPEG): only the tiles / strips
+  that overlap the region are read and decoded;
+- other TIFF layouts (planar, exotic samples) and ordinary images (PNG, JPEG, ...): decoded once in memory.
+Grey images are repeated to RGB, an alpha channel is dropped; anything but 8 bits per sample is refused.
+
+`write_label_tiff` writes a `[H, W]` uint8 label map tile by tile as a deflate-compressed tiled TIFF
+(BigTIFF above 2 GiB uncompressed) with a palette colour map and reduced-resolution levels as SubIFDs
+(a pyramid, as QuPath / OpenSlide-style viewers expect; QGIS reads it too).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import cv2
+import numpy as np
+
+__all__ = ["ImageSource", "open_image", "read_sampled", "save_rgb_png", "write_label_tiff"]
+
+TIFF_EXTENSIONS = (".tif", ".tiff", ".btf", ".tf8", ".svs", ".ome.tif")
+
+
+def _to_rgb(block: np.ndarray, path: str) -> np.ndarray:
+    """`[h, w]`, `[h, w, 1|3|4]` uint8 -> `[h, w, 3]` uint8."""
+    if block.dtype != np.uint8:
+        raise ValueError(f"{path}: expected an 8-bit image, got {block.dtype} samples")
+    if block.ndim == 2:
+        block = block[..., None]
+    if block.ndim != 3 or block.shape[2] not in (1, 3, 4):
+        raise ValueError(f"{path}: expected a grey, RGB or RGBA image, got samples of shape {block.shape}")
+    if block.shape[2] == 1:
+        return np.repeat(block, 3, axis=2)
+    return np.ascontiguousarray(block[..., :3])
+
+
+class ImageSource:
+    """An RGB image that can be read by region: `size_hw`, `read(y0, y1, x0, x1) -> [h, w, 3] uint8`."""
+
+    def __init__(self, path: str, size_hw: tuple[int, int], reader: Callable[[int, int, int, int], np.ndarray]):
+        self.path = path
+        self.size_hw = (int(size_hw[0]), int(size_hw[1]))
+        self._reader = reader
+        self.kind = "array"
+
+    @classmethod
+    def from_array(cls, image: np.ndarray, name: str = "<array>") -> ImageSource:
+        image = _to_rgb(np.asarray(image), name)
+        return cls(name, image.shape[:2], lambda y0, y1, x0, x1: image[y0:y1, x0:x1])
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """`[y1 - y0, x1 - x0, 3]` uint8 (a copy); bounds must lie inside the image."""
+        h, w = self.size_hw
+        if not (0 <= y0 <= y1 <= h and 0 <= x0 <= x1 <= w):
+            raise ValueError(f"{self.path}: region y {y0}:{y1}, x {x0}:{x1} outside the {h}x{w} image")
+        return np.array(self._reader(int(y0), int(y1), int(x0), int(x1)), dtype=np.uint8, copy=True)
+
+    def whole(self) -> np.ndarray:
+        """The whole image `[H, W, 3]` uint8 in memory."""
+        return self.read(0, self.size_hw[0], 0, self.size_hw[1])
+
+
+def _tiff_source(path: str) -> ImageSource:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        first = tif.series[0].levels[0].pages[0]
+        key = first.keyframe
+        shape = tuple(int(s) for s in tif.series[0].levels[0].shape)
+        dtype = key.dtype
+        memmap_offset = int(first.dataoffsets[0]) if first.is_memmappable else None
+        contig = key.planarconfig == 1 or len(shape) == 2
+    if dtype != np.uint8:
+        raise ValueError(f"{path}: expected an 8-bit image, got {dtype} samples")
+    if len(shape) not in (2, 3) or (len(shape) == 3 and not contig):
+        # planar or multi-sample layouts: decoded once
+        image = _to_rgb(tifffile.imread(path, series=0, level=0), path)
+        src = ImageSource.from_array(image, path)
+        src.kind = "tiff (in memory)"
+        return src
+    h, w = shape[:2]
+    if memmap_offset is not None:
+
+        def read_memmap(y0, y1, x0, x1):
+            mm = np.memmap(path, dtype=np.uint8, mode="r", offset=memmap_offset, shape=shape)
+            try:
+                return _to_rgb(np.array(mm[y0:y1, x0:x1]), path)
+            finally:
+                del mm
+
+        src = ImageSource(path, (h, w), read_memmap)
+        src.kind = "tiff (memory-mapped)"
+        return src
+    src = ImageSource(path, (h, w), _SegmentReader(path, shape))
+    src.kind = "tiff (tiles / strips)"
+    return src
+
+
+class _SegmentReader:
+    """Reads a region of a tiled / striped contiguous TIFF by decoding only the segments it overlaps."""
+
+    def __init__(self, path: str, shape: tuple[int, ...]):
+        self.path, self.shape = path, shape
+
+    def __call__(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        import tifffile
+
+        samples = self.shape[2] if len(self.shape) == 3 else 1
+        out = np.zeros((y1 - y0, x1 - x0, samples), np.uint8)
+        if y1 <= y0 or x1 <= x0:
+            return _to_rgb(out, self.path)
+        with tifffile.TiffFile(self.path) as tif:
+            page = tif.series[0].levels[0].pages[0]
+            key = page.keyframe
+            seg_h, seg_w = int(key.chunks[0]), int(key.chunks[1])
+            n_tx = -(-self.shape[1] // seg_w)
+            fh = tif.filehandle
+            decode_args = {"_fullsize": bool(key.is_tiled)}
+            if key.compression in (6, 7, 34892, 33007):  # JPEG
+                decode_args.update(jpegtables=page.jpegtables, jpegheader=key.jpegheader)
+            for ty in range(y0 // seg_h, (y1 - 1) // seg_h + 1):
+                for tx in range(x0 // seg_w, (x1 - 1) // seg_w + 1):
+                    index = ty * n_tx + tx
+                    offset, count = int(page.dataoffsets[index]), int(page.databytecounts[index])
+                    if count == 0:
+                        continue  # an empty segment reads as zeros
+                    with fh.lock:
+                        fh.seek(offset)
+                        data = fh.read(count)
+                    seg, _, _ = key.decode(data, index, **decode_args)
+                    seg = np.asarray(seg).reshape(seg.shape[-3], seg.shape[-2], samples)
+                    sy, sx = ty * seg_h, tx * seg_w
+                    a, b = max(y0, sy), min(y1, sy + seg.shape[0])
+                    c, d = max(x0, sx), min(x1, sx + seg.shape[1])
+                    out[a - y0 : b - y0, c - x0 : d - x0] = seg[a - sy : b - sy, c - sx : d - sx]
+        return _to_rgb(out, self.path)
+
+
+def open_image(path: str | os.PathLike) -> ImageSource:
+    """An `ImageSource` for a TIFF / BigTIFF (region reads) or any image OpenCV decodes (in memory)."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image not found: {path}")
+    if path.lower().endswith(TIFF_EXTENSIONS):
+        try:
+            return _tiff_source(path)
+        except ValueError:
+            raise
+        except Exception as e:  # not a TIFF tifffile can parse: fall back to OpenCV
+            if not cv2.haveImageReader(path):
+                raise ValueError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+    from magnet_jax.preprocess import read_image_rgb
+
+    src = ImageSource.from_array(read_image_rgb(path), path)
+    src.kind = "decoded in memory"
+    return src
+
+
+def read_sampled(source: ImageSource, rows: np.ndarray, cols: np.ndarray, band: int = 256) -> np.ndarray:
+    """`source[rows][:, cols]` (nearest sampling, `[len(rows), len(cols), 3]`), read in bands of `band` rows."""
+    rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+    out = np.zeros((rows.size, cols.size, 3), np.uint8)
+    x0, x1 = int(cols.min()), int(cols.max()) + 1
+    start = 0
+    while start < rows.size:
+        y0 = int(rows[start])
+        stop = int(np.searchsorted(rows, y0 + band, side="left"))
+        stop = max(stop, start + 1)
+        y1 = int(rows[stop - 1]) + 1
+        block = source.read(y0, y1, x0, x1)
+        out[start:stop] = block[rows[start:stop] - y0][:, cols - x0]
+        start = stop
+    return out
+
+
+def save_rgb_png(path: str, image_rgb: np.ndarray) -> None:
+    if not cv2.imwrite(path, cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR)):
+        raise OSError(f"cannot write {path}")
+
+
+def _level_tiles(read_rows: Callable[[int, int], np.ndarray], size_hw, factor: int, tile: int) -> Iterator[np.ndarray]:
+    """Tiles (row-major, each `[tile, tile]`, zero-padded) of the label map subsampled by `factor` (nearest)."""
+    h, w = size_hw
+    lh, lw = -(-h // factor), -(-w // factor)
+    for ty in range(-(-lh // tile)):
+        rows = np.arange(ty * tile, min(lh, (ty + 1) * tile)) * factor
+        if factor == 1:
+            band = read_rows(int(rows[0]), int(rows[-1]) + 1)
+        else:  # one source row at a time: memory stays at a row whatever the factor
+            band = np.stack([read_rows(int(r), int(r) + 1)[0, ::factor] for r in rows])
+        for tx in range(-(-lw // tile)):
+            t = np.zeros((tile, tile), np.uint8)
+            part = band[:, tx * tile : (tx + 1) * tile]
+            t[: part.shape[0], : part.shape[1]] = part
+            yield t
+
+
+def write_label_tiff(
+    path: str,
+    read_rows: Callable[[int, int], np.ndarray],
+    size_hw: tuple[int, int],
+    palette: np.ndarray | None = None,
+    *,
+    tile: int = 512,
+    min_level_size: int = 1024,
+) -> None:
+    """Writes a `[H, W]` uint8 label map, read as row bands `read_rows(y0, y1) -> [y1 - y0, W]`, as a tiled TIFF.
+
+    Deflate compression, `tile x tile` tiles, a palette colour map from `palette` (`[n, 3]` uint8 RGB; class
+    ids beyond it are black) and SubIFD levels subsampled by 2, 4, ... (nearest) down to `min_level_size`.
+    """
+    import tifffile
+
+    h, w = int(size_hw[0]), int(size_hw[1])
+    levels = []
+    f = 2
+    while max(h, w) / f >= min_level_size:
+        levels.append(f)
+        f *= 2
+    colormap = None
+    photometric = "minisblack"
+    if palette is not None:
+        pal = np.zeros((256, 3), np.uint16)
+        pal[: len(palette)] = np.asarray(palette, np.uint16)[:256] * 257
+        colormap, photometric = pal.T.copy(), "palette"
+    opts = {"tile": (tile, tile), "compression": "zlib", "photometric": photometric, "colormap": colormap}
+    with tifffile.TiffWriter(path, bigtiff=h * w > 2**31) as tif:
+        tif.write(_level_tiles(read_rows, (h, w), 1, tile), shape=(h, w), dtype=np.uint8, subifds=len(levels), **opts)
+        for f in levels:
+            shape = (-(-h // f), -(-w // f))
+            tif.write(_level_tiles(read_rows, (h, w), f, tile), shape=shape, dtype=np.uint8, subfiletype=1, **opts)

@@ -1,0 +1,4 @@
+"""Test helpers (not part of the package): fake datasets in the real challenges' layouts (`helpers.fakes`).
+
+Tests import them as `from helpers.fakes import ...`: pytest puts tests/ on sys.path (rootdir conftest).
+"""

@@ -1,0 +1,243 @@
+"""Bad inputs of every kind through `main.py`, as a user meets them: one line, the right exit status,
+and nothing the user had is changed (the workdir is hashed before and after where it matters)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import REPO, run_main
+
+TINY = str(REPO / "tests" / "configs" / "tiny.py")
+
+
+def _tree_hash(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _one_line_error(proc, status: int = 2) -> str:
+    """The refusal: the given exit status, no traceback, and its last stderr line `main.py: error: ...`."""
+    assert proc.returncode == status, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("main.py: error: "), proc.stderr[-3000:]
+    return last
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(workdir, data root) of a tiny backbone run stopped at step 2 of 8."""
+    root = tmp_path_factory.mktemp("errors")
+    work, data = root / "work", root / "data"
+    proc = run_main(["--config", TINY, "--workdir", str(work), f"--config.data.root={data}",
+                     "--config.train.max_steps=2"])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work, data
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [
+        ("--config.train.lr=0.02",
+         "run 'backbone' has checkpoints (step 2) written with other settings (train.lr: 0.01 -> 0.02)"),
+        ("--config.train.epochs=6", "(train.epochs: 4 -> 6)"),
+        ("--config.train.batch_size=4", "(train.batch_size: 2 -> 4)"),
+        ("--config.seed=4", "produced with another config (seed: 3 -> 4)"),
+        ("--config.data.synthetic.size=128", "(data.synthetic.size: 64 -> 128)"),
+        ("--config.model.backbone=fpn", "(model.backbone: 'small' -> 'fpn')"),
+    ],
+)  # fmt: skip
+def test_resume_or_rerun_with_another_config_is_refused(trained, flag, expected):
+    work, data = trained
+    before = _tree_hash(work)
+    proc = run_main(["--config", TINY, "--workdir", str(work), f"--config.data.root={data}", flag])
+    assert expected in _one_line_error(proc)
+    assert _tree_hash(work) == before  # config.json, checkpoints, data: all untouched
+
+
+def test_allowed_changes_resume(trained):
+    """Stopping later and logging differently are not a new config: the run resumes."""
+    work, data = trained
+    proc = run_main(["--config", TINY, "--workdir", str(work), f"--config.data.root={data}",
+                     "--config.train.max_steps=3", "--config.train.log_every_steps=2"])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from step 2" in proc.stderr
+
+
+def test_users_own_config_json_is_never_overwritten(tmp_path):
+    (tmp_path / "config.json").write_text('{"my": "notes"}\n')
+    proc = run_main(["--config", TINY, "--workdir", str(tmp_path), f"--config.data.root={tmp_path / 'd'}"])
+    assert "holds a config.json that magnet-jax did not write" in _one_line_error(proc)
+    assert (tmp_path / "config.json").read_text() == '{"my": "notes"}\n'
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--config.model.backbone=resnet101"],
+         "config.model.backbone: unknown model 'resnet101'; expected a backbone: fpn"),
+        (["--config.model.backbone=refinement"],
+         "config.model.backbone: 'refinement' is a refiner; expected a backbone"),
+        (["--config.model.refiner=fpn"], "config.model.refiner: 'fpn' is a backbone; expected a refiner: refinement"),
+        (["--config.magnet.npoints=3"], 'Did you mean "n_points" instead of "npoints"?'),
+        (["--config.data.name=custom", "--config.data.num_classes=300"],
+         "config.data.num_classes is 300: expected 1..255"),
+        (["--image=x.jpg"], "--image is only used with --mode=predict"),
+        (["--config.magnet.n_points=0"], "config.magnet.n_points: expected > 0"),
+    ],
+)  # fmt: skip
+def test_bad_fields_fail_before_any_work(tmp_path, flags, expected):
+    work = tmp_path / "work"
+    proc = run_main(["--config", TINY, "--workdir", str(work), *flags])
+    assert expected in _one_line_error(proc)
+    assert not work.exists()  # nothing written, nothing generated
+
+
+def test_workdir_that_is_a_file_or_read_only(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    proc = run_main(["--config", TINY, "--workdir", str(afile)])
+    assert f"--workdir {afile}: exists and is not a folder" in _one_line_error(proc)
+    if os.geteuid() == 0:  # root writes through permission bits: use a folder of a read-only filesystem
+        ro = Path("/sys/kernel")
+        if not ro.is_dir() or _writable(ro):
+            pytest.skip("no read-only folder available to root here")
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+    proc = run_main(["--config", TINY, "--workdir", str(ro), "--mode=evaluate"])
+    assert f"--workdir {ro}: not writable" in _one_line_error(proc)
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        (folder / ".probe").write_text("")
+        (folder / ".probe").unlink()
+        return True
+    except OSError:
+        return False
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    proc = run_main(["--config", TINY, "--workdir", str(tmp_path / "w"), "--config.model.backbone=resnet101",
+                     "--verbose"])  # fmt: skip
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_help_lists_the_modes_and_the_schema():
+    proc = run_main(["--help"])
+    assert proc.returncode == 0
+    for text in ("magnet_jax/config.py", "train ", "evaluate ", "predict ", "check ", "sweep "):
+        assert text in proc.stdout
+
+
+def _deepglobe_list(root: Path, bad_label_at: int | None = None, n: int = 3) -> Path:
+    colors = [(0, 0, 0), (0, 255, 255), (255, 255, 0), (255, 0, 255), (0, 255, 0), (0, 0, 255), (255, 255, 255)]
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(n):
+        label = np.zeros((64, 64, 3), np.uint8)
+        label[:, :32] = colors[1 + i]
+        cv2.imwrite(str(root / f"{i}_sat.jpg"), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+        cv2.imwrite(str(root / f"{i}_mask.png"), label[:, :, ::-1])
+        if i == bad_label_at:
+            data = (root / f"{i}_mask.png").read_bytes()
+            (root / f"{i}_mask.png").write_bytes(data[: len(data) // 2])
+        lines.append(f"{i}_sat.jpg\t{i}_mask.png")
+    (root / "test.txt").write_text("\n".join(lines) + "\n")
+    return root / "test.txt"
+
+
+@pytest.fixture(scope="module")
+def small_weights(tmp_path_factory) -> Path:
+    from magnet_jax.models import build_model
+    from magnet_jax.weights import save_model_weights
+
+    root = tmp_path_factory.mktemp("weights")
+    save_model_weights(build_model("small", 7), root / "backbone", model_name="small", num_classes=7)
+    save_model_weights(build_model("refinement", 7, seed=1), root / "refiner", model_name="refinement", num_classes=7)
+    return root
+
+
+def _dg_flags(root: Path, weights: Path) -> list[str]:
+    return ["--config", str(REPO / "configs" / "deepglobe.py"), f"--config.data.root={root}",
+            f"--config.data.test_list={root / 'test.txt'}", "--config.model.backbone=small",
+            f"--config.checkpoint.backbone={weights / 'backbone'}",
+            f"--config.checkpoint.refiners={weights / 'refiner'}",
+            "--config.magnet.scales=32-32,64-64", "--config.magnet.crop_size=32-32",
+            "--config.magnet.input_size=32-32"]  # fmt: skip
+
+
+def test_bad_label_mid_evaluation_keeps_partial_results(tmp_path, small_weights):
+    _deepglobe_list(tmp_path, bad_label_at=1)
+    work = tmp_path / "work"
+    proc = run_main([*_dg_flags(tmp_path, small_weights), "--mode=evaluate", "--workdir", str(work)])
+    line = _one_line_error(proc, status=1)
+    assert "evaluation stopped at sample 1 of 3" in line and "1_mask.png" in line
+    partial = json.loads((work / "results.json").read_text())
+    assert partial["partial"] is True and partial["num_images"] == 1 and "1_mask.png" in partial["error"]
+
+
+def test_check_mode_reports_every_bad_sample(tmp_path, small_weights):
+    _deepglobe_list(tmp_path, bad_label_at=2)
+    work = tmp_path / "work"
+    proc = run_main([*_dg_flags(tmp_path, small_weights), "--mode=check", "--workdir", str(work)])
+    assert "1 samples failed the check" in _one_line_error(proc, status=1)
+    report = json.loads((work / "check_report.json").read_text())
+    assert report["splits"]["test"] == {"checked": 3, "failed": 1}
+    assert report["failures"][0]["index"] == 2 and "2_mask.png" in report["failures"][0]["problem"]
+
+
+def test_truncated_jpeg_in_a_dataset_names_the_file(tmp_path):
+    from magnet_jax.data import DataError
+    from magnet_jax.data.sources import read_image
+
+    good = np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    data = cv2.imencode(".jpg", good)[1].tobytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
+    with pytest.raises(DataError, match=r"cut.jpg: truncated JPEG"):
+        read_image(str(tmp_path / "cut.jpg"))
+    (tmp_path / "ok.jpg").write_bytes(data)
+    assert read_image(str(tmp_path / "ok.jpg")).shape == (40, 40, 3)
+
+
+WRITER = """
+import sys, numpy as np
+from magnet_jax.evaluation import write_json_atomic
+big = {"rows": np.arange(2_000_000).tolist()}
+print("ready", flush=True)
+while True:
+    write_json_atomic(sys.argv[1], big)
+"""
+
+
+def test_kill_during_results_write_leaves_the_old_file(tmp_path):
+    from magnet_jax.evaluation import write_json_atomic
+
+    path = tmp_path / "results.json"
+    write_json_atomic(path, {"old": True})
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for delay in (0.05, 0.4, 1.1):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], env=env, stdout=subprocess.PIPE)
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        content = json.loads(path.read_text())  # always complete JSON: the old or a whole new one
+        assert content == {"old": True} or len(content["rows"]) == 2_000_000

@@ -1,0 +1,92 @@
+"""The allocator setting of the entry points (magnet_jax/runtime.py): it stops the page faults of
+repeated large allocations, it can be turned off, and it leaves the pipeline's output bit-identical."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from magnet_jax.runtime import ALLOCATOR_ENV, allocator_mode
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+
+_FAULTS = """
+import resource, sys
+sys.path.insert(0, {repo!r})
+from magnet_jax.runtime import configure_allocator
+mode = configure_allocator()
+import numpy as np
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+a = np.ones(2**25); del a  # 256 MiB: far above glibc's default mmap threshold
+before = faults()
+for _ in range(3):
+    a = np.ones(2**25); del a
+print(mode, faults() - before)
+"""
+
+
+def _env(mode: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in (ALLOCATOR_ENV, "GLIBC_TUNABLES")}
+    if mode is not None:
+        env[ALLOCATOR_ENV] = mode
+    return env
+
+
+def _faults(mode: str | None) -> tuple[str, int]:
+    out = subprocess.run(
+        [sys.executable, "-c", _FAULTS.format(repo=str(REPO))], env=_env(mode), capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    applied, count = out.stdout.split()
+    return applied, int(count)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings (Linux)")
+def test_allocator_keeps_freed_memory_mapped():
+    applied, tuned = _faults(None)
+    if applied == "unavailable":
+        pytest.skip("not glibc: nothing to configure")
+    assert applied == "tuned"
+    system_mode, system = _faults("system")
+    assert system_mode == "system"
+    # glibc's defaults unmap each 256 MiB block on free: every new one faults its pages in again
+    assert system > 100, system
+    assert tuned < 20, tuned
+
+
+def test_allocator_mode_values(monkeypatch):
+    monkeypatch.setenv(ALLOCATOR_ENV, "")
+    assert allocator_mode() == "tuned"
+    monkeypatch.setenv(ALLOCATOR_ENV, " System ")
+    assert allocator_mode() == "system"
+    monkeypatch.setenv(ALLOCATOR_ENV, "jemalloc")
+    with pytest.raises(ValueError, match=r"^MAGNET_JAX_ALLOCATOR='jemalloc': expected one of tuned, system$"):
+        allocator_mode()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings (Linux)")
+def test_pipeline_bit_identical_with_and_without_the_allocator_setting(parity_dir, samples_dir, tmp_path):
+    outputs = {}
+    for mode in (None, "system"):
+        out = tmp_path / f"{mode}.npz"
+        run = subprocess.run(
+            [sys.executable, str(TESTS / "helpers" / "pipeline_child.py"), "cityscapes_2stage_fast", str(out)],
+            env=_env(mode),
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        outputs[mode] = dict(np.load(out))
+    assert str(outputs["system"]["mode"]) == "system"
+    assert str(outputs[None]["mode"]) in ("tuned", "unavailable")
+    keys = sorted(k for k in outputs[None] if k != "mode")
+    assert keys == ["stage0_argmax", "stage0_probs", "stage1_argmax", "stage1_probs"]
+    for k in keys:
+        np.testing.assert_array_equal(outputs[None][k], outputs["system"][k], err_msg=k)

@@ -1,0 +1,105 @@
+"""`--mode=sweep` on the smoke run's weights: one evaluation per point, resumable, checked up front,
+and each point's numbers equal to `--mode=evaluate` with the point's overrides as flags."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import REPO, run_main
+
+SWEEP = str(REPO / "configs" / "sweeps" / "synthetic.py") + ":smoke"
+
+
+def _weights(smoke_run) -> list[str]:
+    return [f"--config.checkpoint.backbone={smoke_run / 'weights' / 'backbone'}",
+            f"--config.checkpoint.refiners={smoke_run / 'weights' / 'refiner'}"]  # fmt: skip
+
+
+def _rows(workdir) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "sweep.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(smoke_run, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("sweep") / "run"
+    proc = run_main(["--config", SWEEP, "--mode=sweep", "--workdir", str(workdir), *_weights(smoke_run)])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return workdir
+
+
+def test_sweep_rows_table_plot_and_compute(sweep_dir):
+    from magnet_jax.config import load_config_file
+    from magnet_jax.inference.plan import plan_from_config
+
+    rows = _rows(sweep_dir)
+    assert [r["name"] for r in rows] == ["base", "n_points=0.25", "2 stages"]
+    for row in rows:
+        config = load_config_file(REPO / "configs" / "synthetic.py", "smoke")
+        for key, value in row["overrides"].items():
+            section, field = key.split(".")
+            config[section][field] = value
+        plan = plan_from_config(config)
+        # the compute counts are the plan's: one whole-image pass plus one per selected patch
+        assert row["compute"]["backbone_passes"] == 1 + sum(st.k for st in plan.stages)
+        assert row["compute"]["refiner_passes"] == sum(st.k for st in plan.stages)
+        assert row["compute"]["points_budget"] == [st.budget for st in plan.stages]
+        refined, budget = row["compute"]["points_refined"], row["compute"]["points_budget"]
+        assert all(p <= b for p, b in zip(refined, budget, strict=True))
+        assert len(row["miou"]["stages"]) == len(plan.scales)
+        assert row["num_images"] == 2 and row["seconds_per_image"] > 0 and row["compile_seconds"] > 0
+        assert row["peak_memory_mb"] > 0 and row["peak_memory_source"]
+        assert row["compute"]["gflops"] > 0
+    assert rows[1]["compute"]["points_budget"] == [4096, 16384]  # 0.25 of 128^2 and 256^2
+    table = (sweep_dir / "sweep.md").read_text()
+    assert all(r["name"] in table for r in rows)
+    assert (sweep_dir / "sweep.png").stat().st_size > 10_000
+
+
+def test_point_equals_evaluate_with_its_overrides(smoke_run, sweep_dir, tmp_path):
+    row = _rows(sweep_dir)[1]
+    flags = [f"--config.{k}={v}" for k, v in row["overrides"].items()]
+    proc = run_main(["--config", SWEEP, "--mode=evaluate", "--workdir", str(tmp_path), *_weights(smoke_run), *flags])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["miou"] == row["miou"] and res["iou"] == row["iou"]
+    assert res["compute"]["points_refined"] == row["compute"]["points_refined"]
+
+
+def test_interrupted_sweep_resumes_only_missing_points(smoke_run, sweep_dir, tmp_path):
+    lines = (sweep_dir / "sweep.jsonl").read_text().splitlines()
+    (tmp_path / "sweep.jsonl").write_text("\n".join(lines[:2]) + "\n")  # as if killed during point 3
+    proc = run_main(["--config", SWEEP, "--mode=sweep", "--workdir", str(tmp_path), *_weights(smoke_run)])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.count("already in") == 2 and "sweep point 2 stages (3/3)" in proc.stdout
+    rows = _rows(tmp_path)
+    assert [r["name"] for r in rows] == ["base", "n_points=0.25", "2 stages"]
+    assert rows[2]["miou"] == _rows(sweep_dir)[2]["miou"]
+
+
+def test_bad_point_is_refused_before_any_work(tmp_path):
+    from magnet_jax.commands.sweep import SweepError, apply_point
+    from magnet_jax.config import load_config_file
+
+    base = load_config_file(REPO / "configs" / "sweeps" / "synthetic.py", "smoke")
+    with pytest.raises(SweepError, match=r"sweep point 'typo': unknown field config.magnet.npoints"):
+        apply_point(base, {"magnet.npoints": 3}, "typo")
+    with pytest.raises(SweepError, match=r"sweep point 'bad': config.magnet.n_points: expected > 0"):
+        apply_point(base, {"magnet.n_points": -1.0}, "bad")
+    with pytest.raises(SweepError, match=r"data.synthetic.size is fixed for a sweep"):
+        apply_point(base, {"data.synthetic.size": 128}, "data")
+
+    bad = tmp_path / "bad_sweep.py"
+    bad.write_text(
+        "from magnet_jax.config import load_config_file\n"
+        f"def get_config():\n    return load_config_file({str(REPO / 'configs' / 'synthetic.py')!r}, 'smoke')\n"
+        "def get_sweep():\n    return [{}, {'magnet.scales': '64-64,48-48'}]\n"
+    )
+    work = tmp_path / "work"
+    proc = run_main(["--config", str(bad), "--mode=sweep", "--workdir", str(work),
+                     "--config.checkpoint.backbone=/nonexistent"])  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "main.py: error: sweep point 'scales=64-64,48-48': config.magnet.scales: scales must increase"
+    )
+    assert not (work / "sweep.jsonl").exists()
