@@ -160,3 +160,20 @@ def test_evaluate_on_tiny_deepglobe_list(assets, tmp_path):
     assert saved["protocol"]["list_sha256"]  # the split's list file is named by its checksum
     assert len(saved["miou"]["stages"]) == 3 and saved["compute"]["gflops"] > 0
     assert len(list((work / "pictures").glob("*.png"))) == 2
+
+
+def test_predict_streamed_equals_in_memory(assets, tmp_path):
+    """`--config.magnet.streamed=on`: the tiled label TIFF equals the in-memory prediction at the last scale."""
+    import tifffile
+
+    common = ["--config", str(REPO / "configs" / "deepglobe.py"), "--mode=predict",
+              "--image", str(assets / "imgs" / "im0.png"), f"--config.checkpoint.backbone={assets / 'backbone'}",
+              f"--config.checkpoint.refiners={assets / 'refiner'}", "--config.magnet.scales=64-64,128-128,256-256",
+              "--config.magnet.n_patches=2", *SMALL]  # fmt: skip
+    for mode in ("on", "off"):
+        proc = _main([*common, "--workdir", str(tmp_path / mode), f"--config.magnet.streamed={mode}"], cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    streamed = tifffile.imread(tmp_path / "on" / "im0" / "labels.tif")
+    in_memory = np.load(tmp_path / "off" / "im0" / "predictions.npz")["stage2"]
+    assert streamed.shape == in_memory.shape == (256, 256)
+    np.testing.assert_array_equal(streamed, in_memory)

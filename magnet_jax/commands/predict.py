@@ -46,7 +46,25 @@ def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
     summary: dict = {"plan": predictor.plan.describe(), "model_setup_s": setup_s, "images": [], "skipped": [],
                      "config": flat_config(config)}  # fmt: skip
     written = []
+    from magnet_jax.inference.streamed import StreamedPredictor, StreamOptions, needs_streaming, predict_large
+
+    options = StreamOptions.from_config(config)
+    streamed = StreamedPredictor.from_predictor(predictor, options=options) if needs_streaming(
+        predictor.plan, options) else None  # fmt: skip
+    if streamed is not None:
+        print("streamed prediction: stage maps tile by tile on disk (config.magnet.streamed)", flush=True)
     for path, out_dir in zip(paths, output_dirs(paths, workdir), strict=True):
+        if streamed is not None:
+            try:
+                info = predict_large(streamed, path, out_dir, options=options, palette=dataset.palette)
+            except (FileNotFoundError, ImageDecodeError, ValueError) as e:
+                print(f"skipped: {e}", flush=True)
+                summary["skipped"].append({"image": path, "error": str(e)})
+                continue
+            summary["images"].append({"image": path, "output": out_dir, "streamed": info})
+            written.append(out_dir)
+            print(f"{os.path.basename(path)}: streamed -> {out_dir}", flush=True)
+            continue
         try:
             image = read_image_rgb(path)
         except (FileNotFoundError, ImageDecodeError) as e:
