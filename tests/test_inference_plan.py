@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from magnet_jax.commands.checks import check_config
 from magnet_jax.config import default_config, validate_config
 from magnet_jax.inference.engine import MagNetPredictor
 from magnet_jax.inference.plan import make_plan, plan_from_config, point_budget
@@ -63,7 +64,7 @@ def test_bad_settings_are_refused(field, value, match):
     c.magnet.scales = "256-128,512-256"
     setattr(c.magnet, field, value)
     with pytest.raises(ValueError, match=match):
-        validate_config(c)
+        check_config(c)  # every check a command runs before any work
     if field != "scales":
         with pytest.raises(ValueError, match=match):
             plan_from_config(c)
