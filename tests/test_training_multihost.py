@@ -116,12 +116,9 @@ def test_two_processes_step_equals_one_device(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_main_trains_and_resumes(tmp_path):
-    from test_training_resume import CONFIG_TEMPLATE
-
-    config_file = tmp_path / "tiny.py"
-    config_file.write_text(CONFIG_TEMPLATE.format(root=str(tmp_path / "data")))
     workdir = tmp_path / "run"
-    base = [str(REPO / "main.py"), f"--config={config_file}", f"--workdir={workdir}"]
+    base = [str(REPO / "main.py"), f"--config={REPO / 'tests' / 'configs' / 'tiny.py'}", f"--workdir={workdir}",
+            f"--config.data.root={tmp_path / 'data'}"]
 
     first = _launch(base + ["--config.train.max_steps=4"], tmp_path)
     for r in first:

@@ -23,7 +23,7 @@ from flax import nnx
 
 from magnet_jax.commands.evaluate import evaluate_to_workdir
 from magnet_jax.inference.plan import plan_from_config
-from magnet_jax.sharding import check_batch_size, make_mesh
+from magnet_jax.sharding import check_batch_size, make_mesh, maybe_initialize_distributed
 from magnet_jax.training import spec as specs
 from magnet_jax.training.backbone import train_backbone
 from magnet_jax.training.common import LoaderFactory, weights_dir
@@ -156,6 +156,7 @@ def run_train(config, workdir: str | Path) -> dict | None:
     from magnet_jax.data import dataset_spec
     from magnet_jax.training import logging as tlog
 
+    maybe_initialize_distributed()  # several processes (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI): join first
     check_config(config, "train")
     workdir = prepare_workdir(workdir)
     check_record(config, workdir)
