@@ -21,9 +21,25 @@ status 2; --verbose (or MAGNET_JAX_VERBOSE=1) shows the traceback.
 
 from __future__ import annotations
 
+import sys
+
 from magnet_jax.runtime import configure_allocator
 
-configure_allocator()  # before JAX allocates: keeps XLA's CPU buffers mapped (MAGNET_JAX_ALLOCATOR=system: off)
+
+def _requested_mode(argv: list[str]) -> str:
+    """The `--mode` of the command line, read before absl parses it (default "train")."""
+    mode = "train"
+    for i, arg in enumerate(argv):
+        if arg.startswith(("--mode=", "-mode=")):
+            mode = arg.split("=", 1)[1]
+        elif arg in ("--mode", "-mode") and i + 1 < len(argv):
+            mode = argv[i + 1]
+    return mode
+
+
+# Before JAX allocates: keeps XLA's CPU buffers mapped; training trims its heap above 2 GiB
+# (magnet_jax/runtime.py; MAGNET_JAX_ALLOCATOR=tuned|bounded|system overrides).
+configure_allocator("bounded" if _requested_mode(sys.argv[1:]) == "train" else "tuned")
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

@@ -58,9 +58,10 @@ def main() -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     p.add_argument("--patch-batch-size", type=int, default=0)
     args = p.parse_args()
-    from floor import select_device
+    from floor import check_device, select_device
 
     select_device(args.device)
+    check_device(args.device)
     import numpy as np
     from inference import _image
 

@@ -28,6 +28,21 @@ def select_device(device: str) -> None:
         os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
 
 
+def check_device(device: str) -> None:
+    """After `select_device`: a one-line exit instead of JAX's traceback when the backend is missing."""
+    import jax
+
+    try:
+        backend = jax.default_backend()
+    except Exception as e:  # JAX raises RuntimeError / AssertionError without the plugin
+        raise SystemExit(
+            f"--device {device}: JAX found no {device.upper()} backend ({type(e).__name__}: {e}); on GPUs install "
+            "the CUDA plugin (pip install 'jax[cuda12]==<the jax version of requirements.txt>')"
+        ) from None
+    if (device == "gpu") != (backend == "gpu"):
+        raise SystemExit(f"--device {device}: JAX runs on {backend}")
+
+
 def peak_gflops(dtype: str = "float32", size: int | None = None, repeats: int = 3) -> dict[str, float]:
     """`{"wall": GFLOP/s, "cpu": GFLOP per process-CPU-second, "n": size}` of one `[n, n] @ [n, n]` product.
 

@@ -220,9 +220,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="gpu: no memory preallocation")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="config.magnet.dtype")
     args = parser.parse_args()
-    from floor import select_device
+    from floor import check_device, select_device
 
     select_device(args.device)
+    check_device(args.device)
     import jax
 
     if args.precision:

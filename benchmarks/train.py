@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from magnet_jax.runtime import configure_allocator  # noqa: E402
 
-allocator = configure_allocator()  # before JAX allocates (MAGNET_JAX_ALLOCATOR=system: glibc's defaults)
+allocator = configure_allocator("bounded")  # as --mode=train (MAGNET_JAX_ALLOCATOR overrides)
 
 ORIGINAL_REFINER_SAMPLES_PER_S = 2 / 13.7
 

@@ -79,6 +79,7 @@ def test_dtype_validated():
     assert default_config().magnet.dtype == "float32"
 
 
+@pytest.mark.slow
 def test_bfloat16_mode_agrees_with_float32():
     backbone, refiner = build_model("small", 4, seed=1), build_model("refinement", 4, seed=2)
     image = np.random.default_rng(0).integers(0, 256, (128, 128, 3), np.uint8)

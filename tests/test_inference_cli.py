@@ -90,6 +90,7 @@ def test_predict_command(assets, tmp_path):
     assert len(summary["images"]) == 2
 
 
+@pytest.mark.slow
 def test_predict_skips_bad_images_and_reports_them(assets, tmp_path):
     """A folder with one truncated JPEG in the middle: the others are predicted, the bad one is named,
     listed in the summary, and the exit status is 1."""
@@ -162,6 +163,7 @@ def test_evaluate_on_tiny_deepglobe_list(assets, tmp_path):
     assert len(list((work / "pictures").glob("*.png"))) == 2
 
 
+@pytest.mark.slow
 def test_predict_streamed_equals_in_memory(assets, tmp_path):
     """`--config.magnet.streamed=on`: the tiled label TIFF equals the in-memory prediction at the last scale."""
     import tifffile

@@ -85,6 +85,7 @@ def test_predict_full_shapes_and_points(models, compat):
     assert res2.stages[-1].argmax.shape == (128, 192)
 
 
+@pytest.mark.slow
 def test_fast_modes_differ_as_documented(models):
     backbone, refiners = models
     image = _image()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from magnet_jax.inference.engine import MagNetPredictor
 from magnet_jax.inference.plan import make_plan
@@ -125,7 +124,6 @@ def test_cityscapes_2stage_fast_paper_mode_fixes_defects(parity_dir, samples_dir
     assert st.points == predictor.plan.stages[0].budget
 
 
-@pytest.mark.slow
 def test_deepglobe_full(parity_dir, samples_dir, synth_state_dict):
     _, result, fixture = run_case(parity_dir, samples_dir, synth_state_dict, "deepglobe_full")
     assert [s.argmax.shape for s in result.stages] == [(508, 508), (1224, 1224), (2448, 2448)]

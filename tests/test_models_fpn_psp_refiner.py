@@ -286,6 +286,7 @@ def test_psp_train_mode():
     np.testing.assert_array_equal(np.asarray(fwd(model, x)), np.asarray(fwd(model, x)))
 
 
+@pytest.mark.slow
 def test_refinement_train_step_updates_bn(synth_state_dict):
     model = build_model("refinement", 7)
     load_state_dict(model, synth_state_dict("refine_7"))

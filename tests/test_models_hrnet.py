@@ -81,6 +81,7 @@ def test_bn_momentum_and_initial_mode(hrnet18):
     assert m.bn1.use_running_average and m.ocr_distri_head.conv_bn_dropout[2].deterministic
 
 
+@pytest.mark.slow
 def test_train_mode_updates_bn_and_uses_dropout_rngs():
     model = build_model("hrnet18+ocr", 5, seed=3)
     x = jax.random.normal(jax.random.key(0), (2, 32, 64, 3))
@@ -108,6 +109,7 @@ def test_train_mode_updates_bn_and_uses_dropout_rngs():
     np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(model(x)))
 
 
+@pytest.mark.slow
 def test_hrnet48_ocr_strict_load_and_small_forward(parity_dir, synth_state_dict):
     model = build_model("hrnet48+ocr", 19)
     assert expected_state_dict_shapes(model) == _manifest_shapes(parity_dir, "hrnet48_ocr_19")

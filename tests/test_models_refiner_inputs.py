@@ -34,6 +34,7 @@ def _images(b: int, h: int, w: int, seed: int) -> jax.Array:
     return jax.random.normal(jax.random.PRNGKey(seed), (b, h, w, 3), jnp.float32)
 
 
+@pytest.mark.slow
 def test_inference_inputs_equal_the_stage_expressions(models):
     backbone, refiner = models
     patches = _images(3, IH, IW, 0)

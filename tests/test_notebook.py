@@ -12,8 +12,10 @@ from pathlib import Path
 import cv2
 import jupytext
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
+pytestmark = pytest.mark.xdist_group("smoke_run")  # with pytest -n: one smoke run (conftest)
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "quickstart.ipynb"
 SOURCE = REPO / "notebooks" / "quickstart.py"
@@ -33,6 +35,7 @@ def test_notebook_is_generated_from_the_script_and_stripped():
             assert cell.outputs == [] and cell.execution_count is None, "commit the notebook without outputs"
 
 
+@pytest.mark.slow
 def test_notebook_runs_on_smoke_weights(smoke_run, tmp_path, monkeypatch):
     figures_dir = tmp_path / "figures"
     monkeypatch.setenv("QUICKSTART_WORKDIR", str(smoke_run))  # conftest: one smoke run shared by the suite

@@ -61,16 +61,65 @@ def test_allocator_keeps_freed_memory_mapped():
     assert tuned < 20, tuned
 
 
+_TRIMMED = """
+import sys
+sys.path.insert(0, {repo!r})
+from magnet_jax.runtime import configure_allocator
+mode = configure_allocator({default!r})
+import numpy as np
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+a = np.ones(2**28 + 2**26); del a  # 2.5 GiB freed at the top of the heap
+print(mode, round(rss_mb()))
+"""
+
+
+def _rss_after_free(default: str) -> tuple[str, float]:
+    code = _TRIMMED.format(repo=str(REPO), default=default)
+    out = subprocess.run([sys.executable, "-c", code], env=_env(None), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    applied, rss = out.stdout.split()
+    return applied, float(rss)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings (Linux)")
+def test_bounded_mode_returns_a_freed_heap_top_tuned_keeps_it():
+    applied, bounded = _rss_after_free("bounded")
+    if applied == "unavailable":
+        pytest.skip("not glibc: nothing to configure")
+    assert applied == "bounded"
+    tuned_mode, tuned = _rss_after_free("tuned")
+    assert tuned_mode == "tuned"
+    assert bounded < 1024, bounded  # trimmed: above 2 GiB free, the top goes back to the OS
+    assert tuned > 2048, tuned  # never trimmed: the pages stay mapped for the next forward pass
+
+
+def test_main_picks_bounded_for_training_only():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("magnet_main", REPO / "main.py")
+    main = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(main)  # the allocator call is idempotent: this process keeps its mode
+    assert main._requested_mode(["--config", "c.py", "--workdir", "w"]) == "train"
+    assert main._requested_mode(["--mode=evaluate", "--config", "c.py"]) == "evaluate"
+    assert main._requested_mode(["--mode", "predict"]) == "predict"
+    assert main._requested_mode(["-mode=sweep", "--mode=train"]) == "train"  # absl: the last one wins
+
+
 def test_allocator_mode_values(monkeypatch):
     monkeypatch.setenv(ALLOCATOR_ENV, "")
     assert allocator_mode() == "tuned"
+    assert allocator_mode("bounded") == "bounded"
     monkeypatch.setenv(ALLOCATOR_ENV, " System ")
     assert allocator_mode() == "system"
+    monkeypatch.setenv(ALLOCATOR_ENV, "tuned")
+    assert allocator_mode("bounded") == "tuned"
     monkeypatch.setenv(ALLOCATOR_ENV, "jemalloc")
-    with pytest.raises(ValueError, match=r"^MAGNET_JAX_ALLOCATOR='jemalloc': expected one of tuned, system$"):
+    with pytest.raises(ValueError, match=r"^MAGNET_JAX_ALLOCATOR='jemalloc': expected one of tuned, bounded, system$"):
         allocator_mode()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings (Linux)")
 def test_pipeline_bit_identical_with_and_without_the_allocator_setting(parity_dir, samples_dir, tmp_path):
     outputs = {}

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 
+@pytest.mark.xdist_group("smoke_run")  # with pytest -n: one smoke run (conftest)
 def test_smoke_config_runs_the_main_job_path(smoke_run):
     results = json.loads((smoke_run / "results.json").read_text())
     assert results["schema"] == "magnet-jax/results/2" and results["partial"] is False

@@ -11,6 +11,8 @@ from conftest import REPO, run_main
 SWEEP = str(REPO / "configs" / "sweeps" / "synthetic.py") + ":smoke"
 
 
+pytestmark = pytest.mark.xdist_group("smoke_run")  # with pytest -n: one smoke run (conftest)
+
 def _weights(smoke_run) -> list[str]:
     return [f"--config.checkpoint.backbone={smoke_run / 'weights' / 'backbone'}",
             f"--config.checkpoint.refiners={smoke_run / 'weights' / 'refiner'}"]  # fmt: skip

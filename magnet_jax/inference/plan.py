@@ -68,7 +68,7 @@ class MagNetPlan:
     patch_batch_size: int  # 0: auto (1 on CPU, where batching does not pay, 8 on accelerators)
     stage0_ratios: np.ndarray  # [N0, 4] grid of scale 0; the backbone sees its first patch
     stages: tuple[StagePlan, ...]
-    dtype: str = "float32"  # backbone / refiner compute (inputs and weights); probabilities stay float32
+    dtype: str = "float32"  # convolution operands (bfloat16: accumulated in float32); the rest stays float32
 
     @property
     def input_hw(self) -> tuple[int, int]:

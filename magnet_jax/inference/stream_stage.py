@@ -15,6 +15,7 @@ Resident memory: one tile's region and patches, the patches kept for overlapping
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import time
 
@@ -62,6 +63,26 @@ class StreamedStage:
     selected: np.ndarray | None  # [k] selected patches in selection order (None: all, k == N)
     points: int
     seconds: float
+
+
+def _load_libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): nothing to trim
+        return None
+
+
+_LIBC = _load_libc()
+
+
+def release_heap() -> None:
+    """Hands freed heap memory back to the OS after a tile (glibc's `malloc_trim`; a no-op elsewhere).
+
+    glibc keeps freed medium-size buffers (NumPy's and XLA's per-tile arrays) in its arenas, where they
+    fragment; trimming after each tile keeps the resident set at one tile (measured: -190 MB at 10k px).
+    """
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
 
 
 def stage_batch(stage: StagePlan, plan: MagNetPlan) -> int:
@@ -159,7 +180,7 @@ def _keep(cache: dict, tiling: StageTiling, tile: Tile, ids: list[int], refined:
     for n, r in zip(ids, refined, strict=True):
         ix, iy = divmod(n, tiling.ny)
         if (right and ix == tile.a1 - 1) or (down and iy == tile.b1 - 1):
-            cache[n] = r
+            cache[n] = r.copy()  # a copy: a view would keep the tile's whole batch alive
 
 
 def _preview_rows(size: int, n: int) -> np.ndarray:
@@ -215,6 +236,8 @@ def run_stage(
         unc_small[np.ix_(rows, cols)] = np.asarray(unc_s)[: len(rows), : len(cols)]
         _keep(cache, tiling, tile, ids, refined)
         _release(cache, tiling, ti)
+        del probs_r, unc_r, refined, stack, ens
+        release_heap()
     smooth = np.asarray(tile_ops.median_small(jnp.asarray(error_raw), kernel=stage.smooth_kernel))
     rule = point_rule(smooth, tiling, selected, stage.budget)
     labels = HostMap((h, w), np.uint8, folder=ctx.folder, ram_bytes=ctx.ram_bytes) if (last or keep_labels) else None
@@ -245,6 +268,8 @@ def run_stage(
         pr = np.nonzero((prow >= y0) & (prow < y1))[0]
         pc = np.nonzero((pcol >= x0) & (pcol < x1))[0]
         preview[np.ix_(pr, pc)] = am[np.ix_(prow[pr] - y0, pcol[pc] - x0)]
+        del probs_o, ens, out
+        release_heap()
     if points != rule.points:
         raise RuntimeError(f"stage {stage.index}: wrote {points} points, the budget rule expected {rule.points}")
     if last:

@@ -24,15 +24,8 @@ __all__ = [
 ]
 
 
-@functools.lru_cache(maxsize=256)
-def bilinear_matrix(in_size: int, out_size: int, align_corners: bool) -> np.ndarray:
-    """Interpolation matrix ``[out_size, in_size]`` of torch's 1-D linear resampling.
-
-    ``align_corners=False``: ``src = max((dst + 0.5) * in / out - 0.5, 0)``;
-    ``align_corners=True``: ``src = dst * (in - 1) / (out - 1)`` (0 when ``out == 1``).
-    Then ``i0 = floor(src)``, ``i1 = min(i0 + 1, in - 1)``, weights ``1 - l, l`` with ``l = src - i0``.
-    Source positions and weights are rounded to float32 exactly as PyTorch's CPU kernel does.
-    """
+def _linear_sources(in_size: int, out_size: int, align_corners: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per output pixel of torch's 1-D linear resampling: `(i0, i1, lam)` (float32 `lam`, see `bilinear_matrix`)."""
     dst = np.arange(out_size, dtype=np.float64)
     if align_corners:
         scale = np.float32((in_size - 1) / (out_size - 1)) if out_size > 1 else np.float32(0.0)
@@ -47,6 +40,19 @@ def bilinear_matrix(in_size: int, out_size: int, align_corners: bool) -> np.ndar
     i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
     i1 = np.minimum(i0 + 1, in_size - 1)
     lam = np.clip(src - i0.astype(np.float32), np.float32(0.0), np.float32(1.0)).astype(np.float32)
+    return i0, i1, lam
+
+
+@functools.lru_cache(maxsize=256)
+def bilinear_matrix(in_size: int, out_size: int, align_corners: bool) -> np.ndarray:
+    """Interpolation matrix ``[out_size, in_size]`` of torch's 1-D linear resampling.
+
+    ``align_corners=False``: ``src = max((dst + 0.5) * in / out - 0.5, 0)``;
+    ``align_corners=True``: ``src = dst * (in - 1) / (out - 1)`` (0 when ``out == 1``).
+    Then ``i0 = floor(src)``, ``i1 = min(i0 + 1, in - 1)``, weights ``1 - l, l`` with ``l = src - i0``.
+    Source positions and weights are rounded to float32 exactly as PyTorch's CPU kernel does.
+    """
+    i0, i1, lam = _linear_sources(in_size, out_size, align_corners)
     mat = np.zeros((out_size, in_size), dtype=np.float32)
     rows = np.arange(out_size)
     np.add.at(mat, (rows, i0), np.float32(1.0) - lam)
@@ -103,15 +109,16 @@ def bilinear_taps(
     """Two-tap form ``(i0, i1, w0, w1)`` of :func:`bilinear_matrix` (the same float32 weights).
 
     Every row of the matrix has at most two non-zeros, at ``i0`` and ``i1 = min(i0 + 1, in - 1)``;
-    ``w1`` is 0 where ``i1 == i0`` (the row's single weight is then ``w0``).
+    ``w1`` is 0 where ``i1 == i0`` (the row's single weight is then ``w0``). Computed per row, without
+    the matrix (which would be ``out x in`` floats: 800 MB from 10000 to 20000 px).
     """
-    mat = bilinear_matrix(in_size, out_size, align_corners)
-    i0 = np.argmax(mat != 0, axis=1).astype(np.int32)
-    i1 = np.minimum(i0 + 1, in_size - 1).astype(np.int32)
-    rows = np.arange(out_size)
-    w0 = mat[rows, i0].astype(np.float32)
-    w1 = np.where(i1 != i0, mat[rows, i1], 0.0).astype(np.float32)
-    return i0, i1, w0, w1
+    i0, i1, lam = _linear_sources(in_size, out_size, align_corners)
+    w0 = np.float32(1.0) - lam
+    same = i1 == i0
+    # the matrix sums both weights into one entry where the taps coincide (float32 addition)
+    w0 = np.where(same, (w0 + lam).astype(np.float32), w0).astype(np.float32)
+    w1 = np.where(same, np.float32(0.0), lam).astype(np.float32)
+    return i0.astype(np.int32), i1.astype(np.int32), w0, w1
 
 
 def _lerp_axis(x: jax.Array, in_size: int, out_size: int, align_corners: bool, axis: int) -> jax.Array:
