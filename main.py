@@ -39,7 +39,11 @@ def _requested_mode(argv: list[str]) -> str:
 
 # Before JAX allocates: keeps XLA's CPU buffers mapped; training trims its heap above 2 GiB
 # (magnet_jax/runtime.py; MAGNET_JAX_ALLOCATOR=tuned|bounded|system overrides).
-configure_allocator("bounded" if _requested_mode(sys.argv[1:]) == "train" else "tuned")
+try:
+    configure_allocator("bounded" if _requested_mode(sys.argv[1:]) == "train" else "tuned")
+except ValueError as e:  # a bad MAGNET_JAX_ALLOCATOR: one line, as every user mistake
+    print(f"main.py: error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

@@ -106,6 +106,17 @@ def test_main_picks_bounded_for_training_only():
     assert main._requested_mode(["-mode=sweep", "--mode=train"]) == "train"  # absl: the last one wins
 
 
+def test_main_refuses_a_bad_allocator_mode_in_one_line(tmp_path):
+    env = dict(_env("jemalloc"), PYTHONPATH=str(REPO))
+    args = [sys.executable, str(REPO / "main.py"), "--config", str(REPO / "configs" / "synthetic.py")]
+    out = subprocess.run([*args, "--workdir", str(tmp_path)], env=env, capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "main.py: error: MAGNET_JAX_ALLOCATOR='jemalloc': expected one of tuned, bounded, system"
+    ]
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
 def test_allocator_mode_values(monkeypatch):
     monkeypatch.setenv(ALLOCATOR_ENV, "")
     assert allocator_mode() == "tuned"
