@@ -17,7 +17,8 @@ first pulls its batch from the real grain loader (worker processes as `--workers
 random 2448x2448 JPEGs, so host-side decoding and resizing count too.
 
 The original (PyTorch MagNet `train.py`, DeepGlobe, this project's 2-core CPU) trains the
-refiner at 2 samples per 13.7 s (0.146 samples/s); the target is >= 1.5x that.
+refiner at 2 samples per 13.7 s (0.146 samples/s); the target (issue 14) is >= 2x that. The
+allocator mode is `bounded`, as `--mode=train` (magnet_jax/runtime.py; MAGNET_JAX_ALLOCATOR overrides).
 """
 
 from __future__ import annotations
