@@ -15,10 +15,10 @@ import argparse
 import glob
 import os
 import sys
-import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from magnet_jax.data.archives import extract_once  # noqa: E402
 from magnet_jax.data.errors import DataError, MissingDataError, download_hint, first_few  # noqa: E402
 from magnet_jax.data.lists import write_file_list  # noqa: E402
 
@@ -32,14 +32,8 @@ def unzip(zips_dir: str, root: str) -> None:
     missing = [z for z in ZIPS if not os.path.isfile(os.path.join(zips_dir, z))]
     if missing:
         raise MissingDataError(f"missing in {zips_dir!r}: {', '.join(missing)}. {download_hint('cityscapes')}")
-    os.makedirs(root, exist_ok=True)
     for name, folder in ZIPS.items():
-        if os.path.isdir(os.path.join(root, folder)):
-            print(f"{folder}/ already in {root}, not unzipping {name} again")
-            continue
-        print(f"unzipping {name} into {root} ...")
-        with zipfile.ZipFile(os.path.join(zips_dir, name)) as z:
-            z.extractall(root)
+        extract_once(os.path.join(zips_dir, name), root, folder, "cityscapes")
 
 
 def list_split(root: str, split: str) -> list[tuple[str, str]]:

@@ -21,7 +21,6 @@ import argparse
 import glob
 import os
 import sys
-import zipfile
 
 import numpy as np
 
@@ -29,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import prepare_common as common  # noqa: E402
 
+from magnet_jax.data.archives import extract_once  # noqa: E402
 from magnet_jax.data.datasets.deepglobe import STANDARD_COUNTS  # noqa: E402
 from magnet_jax.data.errors import DataError, MissingDataError, download_hint, first_few  # noqa: E402
 from magnet_jax.data.lists import write_file_list  # noqa: E402
@@ -39,16 +39,9 @@ FOLDER = "land-train"
 
 
 def unzip(zip_path: str, root: str) -> None:
-    if not os.path.isfile(zip_path):
-        raise MissingDataError(f"{zip_path!r} does not exist. {download_hint('deepglobe')}")
-    if os.path.isdir(os.path.join(root, FOLDER)):
-        print(f"{FOLDER}/ already in {root}, not unzipping again")
+    names = extract_once(zip_path, root, FOLDER, "deepglobe")
+    if names is None:
         return
-    os.makedirs(root, exist_ok=True)
-    print(f"unzipping {zip_path} into {root} ...")
-    with zipfile.ZipFile(zip_path) as z:
-        names = z.namelist()
-        z.extractall(root)
     # Some copies of the zip hold the files at the top level instead of inside land-train/.
     if not os.path.isdir(os.path.join(root, FOLDER)) and any(n.endswith("_sat.jpg") and "/" not in n for n in names):
         os.makedirs(os.path.join(root, FOLDER))

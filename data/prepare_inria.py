@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import zipfile
 
 import cv2
 import numpy as np
@@ -28,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import prepare_common as common  # noqa: E402
 
+from magnet_jax.data.archives import extract_once  # noqa: E402
 from magnet_jax.data.errors import DataError, MissingDataError, download_hint  # noqa: E402
 
 SPLITS = ("train", "val", "test")
@@ -35,15 +35,8 @@ FOLDER = "AerialImageDataset"
 
 
 def unzip(zip_path: str, root: str) -> None:
-    if not os.path.isfile(zip_path):
-        raise MissingDataError(f"{zip_path!r} does not exist. {download_hint('inria')}")
-    if os.path.isdir(os.path.join(root, FOLDER)):
-        print(f"{FOLDER}/ already in {root}, not unzipping again")
+    if extract_once(zip_path, root, FOLDER, "inria") is None:
         return
-    os.makedirs(root, exist_ok=True)
-    print(f"unzipping {zip_path} into {root} ...")
-    with zipfile.ZipFile(zip_path) as z:
-        z.extractall(root)
     if not os.path.isdir(os.path.join(root, FOLDER)):
         raise DataError(f"{zip_path!r} holds no {FOLDER}/ folder: is it the Inria Aerial download?")
 
