@@ -12,7 +12,9 @@ of `--repeats` runs, preprocessing included, model set-up excluded), `compile_s`
 contention-independent figure on shared CPUs), `peak_rss_mb`, `device_peak_mb` (GPU: the device's
 peak memory, preallocation off; null on CPU), `cache_dir`, and the floor:
 
-- `gflop` / `stages_gflop`: XLA's cost analysis of the stage functions (every sub-batch counted);
+- `gflop` / `stages_gflop`: XLA's cost analysis of the stage functions (every sub-batch counted) with
+  direct convolutions, the models' FLOPs; `executed_gflop` the same for the run's `--conv-algorithm`
+  (Winograd's 3x3 convolutions do fewer);
 - `peak_gflops`: one large matrix product timed in the same process (the best of 3, before and after
   the case; float32 at the highest precision, or bf16 inputs with float32 accumulation);
 - `floor_s = gflop / peak_gflops` and `run_over_floor = run_s / floor_s` (1.0 would be every FLOP at
@@ -27,6 +29,7 @@ the tests; without them the models keep their random initialisation (same speed)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -123,7 +126,9 @@ def _image(dataset: str, size_wh):
     return rng.integers(0, 256, (size_wh[1], size_wh[0], 3), dtype=np.uint8), "random"
 
 
-def run_case(name: str, repeats: int, compat: str, batch: int, dtype: str = "float32") -> dict:
+def run_case(
+    name: str, repeats: int, compat: str, batch: int, dtype: str = "float32", conv_algorithm: str = "auto"
+) -> dict:
     import jax
     from floor import device_peak_mb, peak_gflops
 
@@ -152,9 +157,13 @@ def run_case(name: str, repeats: int, compat: str, batch: int, dtype: str = "flo
         compat=compat,
         patch_batch_size=batch,
         dtype=dtype,
+        conv_algorithm=conv_algorithm,
     )
     predictor = MagNetPredictor(plan, backbone, refiners)
-    stages_gflop = stage_gflops(predictor)
+    # The floor counts the models' FLOPs as direct convolutions (Winograd executes fewer: `executed_gflop`).
+    direct = dataclasses.replace(plan, conv_algorithm="direct")
+    stages_gflop = stage_gflops(MagNetPredictor(direct, backbone, refiners))
+    executed = stages_gflop if conv_algorithm == "direct" else stage_gflops(predictor)
     peaks = [peak_gflops(dtype)]
     image, image_path = _image(dataset, scales[-1])
 
@@ -190,7 +199,9 @@ def run_case(name: str, repeats: int, compat: str, batch: int, dtype: str = "flo
         "stages_s": {k: round(v, 3) for k, v in best[2].timings.items()},
         "cpu_s": round(cpu_s, 3),
         "dtype": dtype,
+        "conv_algorithm": conv_algorithm,
         "gflop": round(gflop, 1),
+        "executed_gflop": round(sum(executed), 1),
         "stages_gflop": [round(g, 1) for g in stages_gflop],
         "peak_gflops": round(peak, 1),
         "floor_s": round(floor_s, 3),
@@ -219,6 +230,9 @@ def main() -> None:
     parser.add_argument("--precision", default="", help="jax default_matmul_precision, e.g. 'highest' on GPUs")
     parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="gpu: no memory preallocation")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="config.magnet.dtype")
+    parser.add_argument(
+        "--conv-algorithm", default="auto", choices=["auto", "direct", "winograd"], help="config.magnet.conv_algorithm"
+    )
     args = parser.parse_args()
     from floor import check_device, select_device
 
@@ -231,7 +245,7 @@ def main() -> None:
     for name in [c.strip() for c in args.cases.split(",") if c.strip()]:
         if name not in CASES:
             raise SystemExit(f"unknown case {name!r}; expected one of {', '.join(CASES)}")
-        result = run_case(name, args.repeats, args.compat, args.patch_batch_size, args.dtype)
+        result = run_case(name, args.repeats, args.compat, args.patch_batch_size, args.dtype, args.conv_algorithm)
         print(json.dumps(result), flush=True)
 
 

@@ -60,6 +60,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.magnet.compat = "paper"  # paper (defects fixed) | reference (the original, defects included)
     c.magnet.patch_batch_size = 0  # patches per backbone call (one compiled shape); 0 = auto (CPU 1, GPU 8)
     c.magnet.dtype = "float32"  # model compute: float32 (parity) | bfloat16 (opt-in fast mode, mostly for GPUs)
+    # 3x3 convolutions: auto (Winograd F(2x2,3x3) on CPU where measured faster, else XLA's) | direct | winograd
+    c.magnet.conv_algorithm = "auto"
     c.magnet.streamed = "auto"  # predict tile by tile, maps on disk: auto (a stage map > 1 GiB) | on | off
     c.magnet.tile_patches = 4  # streamed: a tile is tile_patches x tile_patches patches (memory ~ its square)
     c.magnet.stream_dtype = "float32"  # streamed: stage maps on disk as float32 (exact) | float16 (half the I/O)
@@ -179,6 +181,10 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.magnet.patch_batch_size: expected >= 1 (or 0: auto), got {c.magnet.patch_batch_size}")
     if c.magnet.dtype not in ("float32", "bfloat16"):
         raise ValueError(f"config.magnet.dtype: expected 'float32' or 'bfloat16', got {c.magnet.dtype!r}")
+    if c.magnet.get("conv_algorithm", "auto") not in ("auto", "direct", "winograd"):
+        raise ValueError(
+            f"config.magnet.conv_algorithm: expected 'auto', 'direct' or 'winograd', got {c.magnet.conv_algorithm!r}"
+        )
     if c.magnet.streamed not in ("auto", "on", "off"):
         raise ValueError(f"config.magnet.streamed: expected 'auto', 'on' or 'off', got {c.magnet.streamed!r}")
     if not isinstance(c.magnet.tile_patches, int) or c.magnet.tile_patches < 1:

@@ -78,6 +78,17 @@ def test_allowed_changes_resume(trained):
     assert "resumed from step 2" in proc.stderr
 
 
+def test_a_record_older_than_a_field_reads_as_what_it_was_produced_with():
+    """Records written before `magnet.conv_algorithm` existed were computed with direct convolutions:
+    only that value continues them."""
+    from magnet_jax.commands.workdir import differences
+
+    old = {"seed": 3, "magnet.scales": "64-64,128-128"}
+    assert differences(old, {**old, "magnet.conv_algorithm": "direct"}) == []
+    assert differences(old, {**old, "magnet.conv_algorithm": "auto"}) == ["magnet.conv_algorithm: 'direct' -> 'auto'"]
+    assert differences(old, {"seed": 3}) == ["magnet.scales: '64-64,128-128' -> '<absent>'"]
+
+
 def test_users_own_config_json_is_never_overwritten(tmp_path):
     (tmp_path / "config.json").write_text('{"my": "notes"}\n')
     proc = run_main(["--config", TINY, "--workdir", str(tmp_path), f"--config.data.root={tmp_path / 'd'}"])
@@ -99,6 +110,8 @@ def test_users_own_config_json_is_never_overwritten(tmp_path):
          "config.data.num_classes is 300: expected 1..255"),
         (["--image=x.jpg"], "--image is only used with --mode=predict"),
         (["--config.magnet.n_points=0"], "config.magnet.n_points: expected > 0"),
+        (["--config.magnet.conv_algorithm=fft"],
+         "config.magnet.conv_algorithm: expected 'auto', 'direct' or 'winograd', got 'fft'"),
     ],
 )  # fmt: skip
 def test_bad_fields_fail_before_any_work(tmp_path, flags, expected):

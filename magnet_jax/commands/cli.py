@@ -39,11 +39,17 @@ def _after_work(e: BaseException) -> bool:
     return isinstance(e, (SkippedImagesError, EvaluationInterrupted, TrainingDivergedError, DataCheckFailed))
 
 
+def _unquoted(text: str) -> str:
+    """`text` without one pair of enclosing quotes (a message ending in a quoted value keeps its quote)."""
+    text = text.strip()
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"" else text
+
+
 def one_line(e: BaseException) -> str:
     """The message of `e` on one line (ml_collections quotes and wraps some of its messages)."""
-    text = str(e).strip().strip("'\"")
+    text = _unquoted(str(e))
     if isinstance(e, KeyError) and e.args:
-        text = str(e.args[0]).strip("'\"")
+        text = _unquoted(str(e.args[0]))
     return " ".join(text.replace("\\n", " ").replace("\\'", "'").split()) or type(e).__name__
 
 

@@ -27,6 +27,8 @@ RECORD_KEY = "_magnet_jax"
 # Compared per run by the checkpoints, or not affecting results at all.
 FREE_PREFIXES = ("train.", "eval.")
 FREE_FIELDS = ("data.num_workers", "magnet.patch_batch_size", "checkpoint.backbone", "checkpoint.refiners")
+# Fields added after records were first written: a record without one was produced with this value.
+ADDED_FIELDS = {"magnet.conv_algorithm": "direct"}
 
 
 class WorkdirError(ValueError):
@@ -94,7 +96,7 @@ def differences(recorded: dict[str, Any], new: dict[str, Any]) -> list[str]:
     for key in sorted(set(recorded) | set(new)):
         if _free(key):
             continue
-        old, cur = recorded.get(key, "<absent>"), new.get(key, "<absent>")
+        old, cur = recorded.get(key, ADDED_FIELDS.get(key, "<absent>")), new.get(key, "<absent>")
         if old != cur:
             out.append(f"{key}: {old!r} -> {cur!r}")
     return out

@@ -27,6 +27,8 @@ from magnet_jax.evaluation.results import build_results
 from magnet_jax.inference.engine import MagNetPredictor, MagNetResult
 from magnet_jax.inference.stages import effective_batch
 from magnet_jax.metrics import ConfusionMatrix
+from magnet_jax.models.layers import conv_compute_dtype
+from magnet_jax.ops.conv import forward_algorithm
 from magnet_jax.ops.ensemble import ensemble_patches
 
 
@@ -56,7 +58,9 @@ def make_patch_view_fn(predictor: MagNetPredictor) -> Callable[[nnx.State, jax.A
         padded = jnp.concatenate([patches, jnp.broadcast_to(patches[:1], (n_batches * batch - n,) + patches.shape[1:])])
 
         def one(images):
-            return jax.nn.softmax(nnx.merge(graph, backbone_state)(images).astype(jnp.float32), axis=-1)
+            with conv_compute_dtype(plan.dtype), forward_algorithm(plan.conv_algorithm):  # as the stages run it
+                logits = nnx.merge(graph, backbone_state)(images)
+            return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
         probs = jax.lax.map(one, padded.reshape((n_batches, batch) + patches.shape[1:]))
         probs = probs.reshape((n_batches * batch,) + probs.shape[2:])[:n]

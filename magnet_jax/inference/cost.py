@@ -36,7 +36,7 @@ def stage_gflops(predictor: MagNetPredictor) -> list[float]:
     c = plan.num_classes
     bb_state = predictor.backbone_state
     spec = jax.ShapeDtypeStruct
-    stage0 = make_stage0_fn(predictor.backbone_graph, dtype=plan.dtype)
+    stage0 = make_stage0_fn(predictor.backbone_graph, dtype=plan.dtype, conv_algorithm=plan.conv_algorithm)
     out = [_flops(stage0.lower(bb_state, spec((1, ih, iw, 3), jnp.float32)).compile())]
     prev_hw = plan.input_hw
     for st in plan.stages:

@@ -120,7 +120,7 @@ class MagNetPredictor:
         self.refiners = refiners
         bb_graph, self._bb_state = nnx.split(backbone)
         self.backbone_graph = bb_graph
-        self._stage0 = make_stage0_fn(bb_graph, dtype=plan.dtype)
+        self._stage0 = make_stage0_fn(bb_graph, dtype=plan.dtype, conv_algorithm=plan.conv_algorithm)
         self._ref_states = []
         self._stage_fns = []
         split_cache: dict[int, tuple] = {}

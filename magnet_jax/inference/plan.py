@@ -24,6 +24,7 @@ from magnet_jax.ops.patches import patch_boxes_px, patch_grid, patch_grid_px
 
 COMPAT_MODES = ("paper", "reference")
 DTYPES = ("float32", "bfloat16")  # model compute dtype: float32 is the parity mode
+CONV_ALGORITHMS = ("auto", "direct", "winograd")  # 3x3 convolutions' forward (`ops.conv.forward_algorithm`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +70,7 @@ class MagNetPlan:
     stage0_ratios: np.ndarray  # [N0, 4] grid of scale 0; the backbone sees its first patch
     stages: tuple[StagePlan, ...]
     dtype: str = "float32"  # convolution operands (bfloat16: accumulated in float32); the rest stays float32
+    conv_algorithm: str = "auto"  # 3x3 convolutions: auto (Winograd on CPU where it pays) | direct | winograd
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -121,6 +123,7 @@ def make_plan(
     compat: str = "paper",
     patch_batch_size: int = 0,
     dtype: str = "float32",
+    conv_algorithm: str = "auto",
 ) -> MagNetPlan:
     """Builds and validates the plan; raises ValueError naming the offending `config.magnet` field."""
     scales = tuple((int(w), int(h)) for w, h in scales)
@@ -149,6 +152,10 @@ def make_plan(
         raise ValueError(f"config.magnet.patch_batch_size: expected >= 1 (or 0: auto), got {patch_batch_size}")
     if dtype not in DTYPES:
         raise ValueError(f"config.magnet.dtype: expected 'float32' or 'bfloat16', got {dtype!r}")
+    if conv_algorithm not in CONV_ALGORITHMS:
+        raise ValueError(
+            f"config.magnet.conv_algorithm: expected 'auto', 'direct' or 'winograd', got {conv_algorithm!r}"
+        )
     n_points = float(n_points)
     if not math.isfinite(n_points) or n_points <= 0 or (n_points > 1 and not n_points.is_integer()):
         # (the original truncates a fractional count, so 1.5 would silently mean one point)
@@ -194,6 +201,7 @@ def make_plan(
         stage0_ratios=grids[0],
         stages=tuple(stages),
         dtype=dtype,
+        conv_algorithm=conv_algorithm,
     )
 
 
@@ -213,4 +221,5 @@ def plan_from_config(config) -> MagNetPlan:
         compat=str(m.compat),
         patch_batch_size=int(m.patch_batch_size),
         dtype=str(m.get("dtype", "float32")),
+        conv_algorithm=str(m.get("conv_algorithm", "auto")),
     )

@@ -36,6 +36,7 @@ from magnet_jax.inference.plan import MagNetPlan, StagePlan
 from magnet_jax.inference.select import sampled_mask, select_top_mask, smooth_error
 from magnet_jax.models import refinement
 from magnet_jax.models.layers import conv_compute_dtype
+from magnet_jax.ops.conv import forward_algorithm
 from magnet_jax.ops.ensemble import ensemble_patches
 from magnet_jax.ops.patches import certainty
 from magnet_jax.ops.resize import resize_bilinear
@@ -58,15 +59,16 @@ def _apply_model(graphdef, state, *args):
     return nnx.merge(graphdef, state)(*args)
 
 
-def make_stage0_fn(backbone_graphdef, *, dtype: str = "float32") -> Callable:
+def make_stage0_fn(backbone_graphdef, *, dtype: str = "float32", conv_algorithm: str = "auto") -> Callable:
     """`stage0(backbone_state, patch [1, ih, iw, 3]) -> (probs [ih, iw, C], argmax [ih, iw] uint8)` (jitted).
 
-    `dtype`: the convolutions' operand dtype (`plan.dtype`, see `models.layers.conv_compute_dtype`).
+    `dtype`: the convolutions' operand dtype (`plan.dtype`, see `models.layers.conv_compute_dtype`);
+    `conv_algorithm`: their forward algorithm (`plan.conv_algorithm`, see `ops.conv.forward_algorithm`).
     """
 
     @jax.jit
     def stage0(backbone_state, patch):
-        with conv_compute_dtype(dtype):
+        with conv_compute_dtype(dtype), forward_algorithm(conv_algorithm):
             logits = _apply_model(backbone_graphdef, backbone_state, patch)
         probs = refinement.class_probabilities(logits)[0]
         return probs, jnp.argmax(probs, axis=-1).astype(jnp.uint8)
@@ -135,7 +137,7 @@ def make_refine_stage_fn(
             backbone = nnx.merge(backbone_graphdef, backbone_state)
             images, crop_boxes = jnp.take(patches, ids, axis=0), jnp.take(boxes, ids, axis=0)
             refiner = nnx.merge(refiner_graphdef, refiner_state)
-            with conv_compute_dtype(dtype):
+            with conv_compute_dtype(dtype), forward_algorithm(plan.conv_algorithm):
                 fine, coarse = refinement.refiner_inputs(backbone, images, probs, crop_boxes, max_samples=max_samples)
                 return refinement.class_probabilities(refinement.refine(refiner, fine, coarse))
 

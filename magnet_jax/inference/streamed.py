@@ -145,7 +145,7 @@ class StreamedPredictor:
         bb_graph, bb_state = nnx.split(backbone)
         self._bb_state = bb_state
         self._bb_rep = jax.device_put(bb_state, replicated(self.mesh))
-        self._stage0 = make_stage0_fn(bb_graph)
+        self._stage0 = make_stage0_fn(bb_graph, conv_algorithm=plan.conv_algorithm)
         self._per_stage = []
         states: dict[int, tuple] = {}
         for st in plan.stages:
@@ -156,7 +156,7 @@ class StreamedPredictor:
             graph, state = states[id(ref)]
             refine = make_refine_fn(
                 bb_graph, graph, self.mesh, batch=stage_batch(st, plan), boxes=st.boxes, input_hw=plan.input_hw,
-                full_hw=st.size_hw,
+                full_hw=st.size_hw, conv_algorithm=plan.conv_algorithm,
             )  # fmt: skip
             self._per_stage.append((refine, state))
 

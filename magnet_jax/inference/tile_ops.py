@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from magnet_jax.ops.conv import forward_algorithm
 from magnet_jax.ops.median import median_filter
 from magnet_jax.ops.patches import certainty
 from magnet_jax.ops.resize import resize_bilinear
@@ -75,8 +76,9 @@ def patch_scores(probs, boxes, origin, *, input_hw, max_samples, full_hw) -> jax
 
 
 def make_refine_fn(
-    backbone_graphdef, refiner_graphdef, mesh: Mesh, *, batch: int, boxes: np.ndarray, input_hw, full_hw
-):
+    backbone_graphdef, refiner_graphdef, mesh: Mesh, *, batch: int, boxes: np.ndarray, input_hw, full_hw,
+    conv_algorithm: str = "auto",
+):  # fmt: skip
     """`refine(bb_state, rf_state, probs_region, origin, patches [G, ih, iw, 3], ids [G]) -> R [G, ih, iw, C]`.
 
     `R = softmax(refiner(softmax(backbone(patch)), RoI Align(P, box)))` for the grid patches `ids`, the
@@ -85,7 +87,8 @@ def make_refine_fn(
     `shard_map` over the mesh's `data` axis) with the whole-image stage's program
     (`stages.make_refine_stage_fn`): a `lax.map` over sub-batches of `batch`, the boxes gathered from the
     constant box table and cropped in the loop body. XLA:CPU contracts multiply-adds into FMAs
-    differently in other arrangements, so the same program is what gives the same numbers.
+    differently in other arrangements, so the same program is what gives the same numbers (and the same
+    `conv_algorithm`, `plan.conv_algorithm`).
     """
     spec = jax.sharding.PartitionSpec
     max_samples = required_samples(boxes, input_hw)
@@ -96,13 +99,15 @@ def make_refine_fn(
 
         def body(xs):
             local, grid_ids = xs
-            fine = nnx.merge(backbone_graphdef, backbone_state)(jnp.take(patches, local, axis=0))
+            with forward_algorithm(conv_algorithm):
+                fine = nnx.merge(backbone_graphdef, backbone_state)(jnp.take(patches, local, axis=0))
             fine = jax.nn.softmax(fine.astype(jnp.float32), -1)
             coarse = roi_align(
                 probs, jnp.take(table, grid_ids, axis=0), input_hw, max_samples=max_samples, full_hw=full_hw,
                 origin=origin,
             )  # fmt: skip
-            logits = nnx.merge(refiner_graphdef, refiner_state)(fine, coarse)
+            with forward_algorithm(conv_algorithm):
+                logits = nnx.merge(refiner_graphdef, refiner_state)(fine, coarse)
             return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
         local = jnp.arange(n, dtype=jnp.int32).reshape(n // batch, batch)

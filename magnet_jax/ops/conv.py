@@ -14,6 +14,12 @@ XLA's. Results equal the native gradient up to float32 summation order.
 The rule is chosen when a function is traced (`weight_gradient_rule`): `"auto"` (default) is
 `"im2col"` on the CPU backend and `"native"` elsewhere (cuDNN's gradients are the fast ones on
 GPUs). Inference never differentiates, so it is unaffected.
+
+The *forward* algorithm is chosen the same way (`forward_algorithm`): `"direct"` (default: XLA's
+convolution), `"winograd"` (every 3x3 stride-1 float32 convolution by `ops.winograd`) or `"auto"`
+(Winograd on the CPU backend for the layers where it was measured to pay, `winograd.winograd_pays`;
+direct elsewhere: cuDNN picks its own algorithms on GPUs). The inference stages trace under
+`config.magnet.conv_algorithm` (default "auto"); training keeps the direct forward.
 """
 
 from __future__ import annotations
@@ -26,10 +32,14 @@ from collections.abc import Iterator
 import jax
 import jax.numpy as jnp
 
+from magnet_jax.ops.winograd import conv3x3_winograd, winograd_eligible, winograd_pays
+
 _DN = ("NHWC", "HWIO", "NHWC")
 _CHUNK_BYTES = 8 * 1024 * 1024  # im2col chunk: 8 MB measured ~15-25% faster than 32 MB (cache)
 _RULES = ("auto", "im2col", "native")
 _rule: contextvars.ContextVar[str] = contextvars.ContextVar("magnet_jax_conv_weight_gradient", default="auto")
+FORWARD_ALGORITHMS = ("auto", "direct", "winograd")
+_forward: contextvars.ContextVar[str] = contextvars.ContextVar("magnet_jax_conv_forward", default="direct")
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
@@ -44,6 +54,26 @@ def weight_gradient_rule(rule: str) -> Iterator[None]:
         yield
     finally:
         _rule.reset(token)
+
+
+@contextlib.contextmanager
+def forward_algorithm(name: str) -> Iterator[None]:
+    """Within the block, convolutions traced by `conv2d` compute their forward value with `name`
+    ("auto", "direct", "winograd"; see the module docstring)."""
+    if name not in FORWARD_ALGORITHMS:
+        raise ValueError(f"config.magnet.conv_algorithm: expected one of {FORWARD_ALGORITHMS}, got {name!r}")
+    token = _forward.set(name)
+    try:
+        yield
+    finally:
+        _forward.reset(token)
+
+
+def _use_winograd(x_shape, w_shape, stride, padding, dilation, groups: int) -> bool:
+    name = _forward.get()
+    if name == "direct" or not winograd_eligible(w_shape, stride, dilation, groups):
+        return False
+    return name == "winograd" or (jax.default_backend() == "cpu" and winograd_pays(x_shape, w_shape, padding))
 
 
 def _use_im2col() -> bool:
@@ -134,7 +164,8 @@ def conv2d(
 ) -> jax.Array:
     """`x [B, H, W, Cin]`, `w [kh, kw, Cin/groups, Cout]` -> `[B, H', W', Cout]`, no bias.
 
-    The forward value of `lax.conv_general_dilated`; see the module docstring for the gradient.
+    The forward value of `lax.conv_general_dilated` (up to float32 summation order where the forward
+    algorithm is Winograd's); see the module docstring for the algorithms and the gradient.
     `out_dtype` (e.g. float32 for bfloat16 operands: accumulate and return float32) is for inference:
     it skips the im2col weight-gradient rule.
     """
@@ -148,6 +179,8 @@ def conv2d(
         return _native(x, w, stride, padding, dilation, groups)
     if w.shape[:2] == (1, 1) and padding == ((0, 0), (0, 0)):
         return _pointwise(x, w, stride)
+    if x.dtype == jnp.float32 and _use_winograd(x.shape, w.shape, stride, padding, dilation, groups):
+        return conv3x3_winograd(x, w, padding)
     if _use_im2col():
         return _conv_im2col_grad(x, w, stride, padding, dilation)
     return _native(x, w, stride, padding, dilation)
