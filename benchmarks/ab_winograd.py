@@ -1,4 +1,4 @@
-"""Same-process A/B: Winograd F(2x2, 3x3) (`ops.winograd`) against XLA's convolution.
+"""Same-process A/B: Winograd F(4x4, 3x3) (`ops.winograd`) against XLA's convolution.
 
     python benchmarks/ab_winograd.py                      # every 3x3 stride-1 layer shape of the models
     python benchmarks/ab_winograd.py --what models        # whole forwards: auto vs direct
@@ -60,10 +60,10 @@ def layer_shapes() -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     real = layers.conv2d
 
     def record(x, w, **kw):  # the models' one convolution entry point, observed while tracing
-        if w.shape[:2] == (3, 3) and tuple(kw.get("stride", (1, 1))) == (1, 1) and kw.get("groups", 1) == 1:
-            if tuple(kw.get("dilation", (1, 1))) == (1, 1):
-                key = (tuple(x.shape), tuple(w.shape))
-                seen[key] = seen.get(key, 0) + 1
+        plain = tuple(kw.get("stride", (1, 1))) == (1, 1) and tuple(kw.get("dilation", (1, 1))) == (1, 1)
+        if w.shape[:2] == (3, 3) and plain and kw.get("groups", 1) == 1:
+            key = (tuple(x.shape), tuple(w.shape))
+            seen[key] = seen.get(key, 0) + 1
         return real(x, w, **kw)
 
     layers.conv2d = record
@@ -126,10 +126,10 @@ def run_models(repeats: int) -> None:
         model.eval()
         graphdef, state = nnx.split(model)
 
-        def forward(algorithm):
-            def fn(state, *xs):
+        def forward(algorithm, graphdef=graphdef):
+            def fn(variables, *inputs):
                 with forward_algorithm(algorithm):
-                    return nnx.merge(graphdef, state)(*xs)
+                    return nnx.merge(graphdef, variables)(*inputs)
 
             return fn
 

@@ -1,4 +1,4 @@
-"""Winograd F(2x2, 3x3) (`ops.winograd`): the value of XLA's convolution up to float32 summation order,
+"""Winograd F(4x4, 3x3) (`ops.winograd`): the value of XLA's convolution up to float32 summation order,
 chosen by `ops.conv.forward_algorithm` at trace time, and the three models still match the original
 MagNet within the parity tolerance (max abs error <= 1e-3 x max|logits|) with every eligible layer
 computed by it."""
@@ -40,7 +40,7 @@ def test_winograd_equals_the_convolution(shape, cout, padding):
     want = np.asarray(_exact(x, w, padding))
     got = np.asarray(jax.jit(conv3x3_winograd, static_argnums=2)(x, w, padding))
     assert got.shape == want.shape
-    assert np.abs(got - want).max() <= 4e-6 * np.abs(want).max()
+    assert np.abs(got - want).max() <= 3e-5 * np.abs(want).max()
     assert not np.array_equal(got, want) or shape[-1] == 1  # really another summation (not XLA's conv)
 
 
@@ -52,12 +52,13 @@ def test_winograd_refuses_an_empty_output():
 def test_the_measured_rule():
     same = ((1, 1), (1, 1))
     assert winograd_pays((1, 128, 256, 270), (3, 3, 270, 512), same)  # HRNet-OCR's conv3x3_ocr
-    assert winograd_pays((1, 64, 64, 128), (3, 3, 128, 128), same)  # 1024 tiles: the smallest that pays
-    assert not winograd_pays((1, 62, 62, 128), (3, 3, 128, 128), same)  # 961 tiles
+    assert winograd_pays((1, 64, 64, 128), (3, 3, 128, 128), same)  # 64x64 outputs: the smallest that pays
+    assert not winograd_pays((1, 62, 62, 128), (3, 3, 128, 128), same)
+    assert not winograd_pays((1, 256, 512, 38), (3, 3, 38, 64), same)  # the 19-class refiner's first layer
     assert not winograd_pays((1, 32, 32, 256), (3, 3, 256, 256), same)  # FPN's 1/32 level
     assert not winograd_pays((1, 508, 508, 32), (3, 3, 32, 32), same)  # the refiner's narrow layers
     assert not winograd_pays((1, 127, 127, 512), (3, 3, 512, 7), same)  # FPN's classifier
-    assert winograd_pays((16, 16, 16, 256), (3, 3, 256, 256), same)  # tiles counted over the batch
+    assert winograd_pays((16, 16, 16, 256), (3, 3, 256, 256), same)  # pixels counted over the batch
 
 
 def _uses_winograd(x, w, **kw) -> bool:
@@ -101,8 +102,9 @@ def _forward(model, algorithm: str, *args):
 @pytest.mark.parametrize(
     ("model_name", "classes", "fixture", "inputs"),
     [
-        ("fpn", 7, "fpn_7", ("input",)),
-        ("hrnet18+ocr", 19, "hrnet18_ocr_19", ("input",)),
+        # slow: the parity pipelines already run both backbones with `auto` in every CI run
+        pytest.param("fpn", 7, "fpn_7", ("input",), marks=pytest.mark.slow),
+        pytest.param("hrnet18+ocr", 19, "hrnet18_ocr_19", ("input",), marks=pytest.mark.slow),
         ("refinement", 7, "refine_7", ("fine", "coarse")),
         ("refinement", 19, "refine_19", ("fine", "coarse")),
     ],

@@ -164,8 +164,8 @@ def conv2d(
 ) -> jax.Array:
     """`x [B, H, W, Cin]`, `w [kh, kw, Cin/groups, Cout]` -> `[B, H', W', Cout]`, no bias.
 
-    The forward value of `lax.conv_general_dilated` (up to float32 summation order where the forward
-    algorithm is Winograd's); see the module docstring for the algorithms and the gradient.
+    The forward value of `lax.conv_general_dilated` (up to float32 rounding where the forward algorithm
+    is Winograd's); see the module docstring for the algorithms and the gradient.
     `out_dtype` (e.g. float32 for bfloat16 operands: accumulate and return float32) is for inference:
     it skips the im2col weight-gradient rule.
     """
