@@ -93,7 +93,8 @@ class MagNetPlan:
     def describe(self) -> str:
         lines = [
             f"MagNet plan ({self.compat}): input {self.input_wh[0]}x{self.input_wh[1]}, crop "
-            f"{self.crop_wh[0]}x{self.crop_wh[1]}, n_patches {self.n_patches}, n_points {self.n_points:g}",
+            f"{self.crop_wh[0]}x{self.crop_wh[1]}, n_patches {self.n_patches}, n_points {self.n_points:g}, "
+            f"{self.dtype}, conv {self.conv_algorithm}",
             f"  stage 0: scale {self.scales[0][0]}x{self.scales[0][1]} (coarse)",
         ]
         for st in self.stages:
