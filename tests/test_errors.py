@@ -61,6 +61,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
         ("--config.model.backbone=fpn", "(model.backbone: 'small' -> 'fpn')"),
     ],
 )  # fmt: skip
+@pytest.mark.xdist_group("errors_trained")  # with pytest -n: one tiny training run, not one per worker
 def test_resume_or_rerun_with_another_config_is_refused(trained, flag, expected):
     work, data = trained
     before = _tree_hash(work)
@@ -69,6 +70,7 @@ def test_resume_or_rerun_with_another_config_is_refused(trained, flag, expected)
     assert _tree_hash(work) == before  # config.json, checkpoints, data: all untouched
 
 
+@pytest.mark.xdist_group("errors_trained")
 def test_allowed_changes_resume(trained):
     """Stopping later and logging differently are not a new config: the run resumes."""
     work, data = trained

@@ -224,6 +224,7 @@ def test_interrupted_evaluation_keeps_partial_results(models):
     assert "truncated" in partial["error"]
 
 
+@pytest.mark.slow  # recompiles a predictor; CI time (README: Tests)
 def test_refresh_weights_picks_up_new_values(models):
     backbone, refiners = models
     ref = TinyRefiner(N_CLASSES, 5)

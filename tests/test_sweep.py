@@ -58,6 +58,7 @@ def test_sweep_rows_table_plot_and_compute(sweep_dir):
     assert (sweep_dir / "sweep.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow  # a second evaluation subprocess; CI time (README: Tests)
 def test_point_equals_evaluate_with_its_overrides(smoke_run, sweep_dir, tmp_path):
     row = _rows(sweep_dir)[1]
     flags = [f"--config.{k}={v}" for k, v in row["overrides"].items()]
@@ -68,6 +69,7 @@ def test_point_equals_evaluate_with_its_overrides(smoke_run, sweep_dir, tmp_path
     assert res["compute"]["points_refined"] == row["compute"]["points_refined"]
 
 
+@pytest.mark.slow  # a second sweep subprocess
 def test_interrupted_sweep_resumes_only_missing_points(smoke_run, sweep_dir, tmp_path):
     lines = (sweep_dir / "sweep.jsonl").read_text().splitlines()
     (tmp_path / "sweep.jsonl").write_text("\n".join(lines[:2]) + "\n")  # as if killed during point 3
