@@ -20,11 +20,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from magnet_jax.ops.conv import FORWARD_ALGORITHMS  # 3x3 convolutions' forward (`config.magnet.conv_algorithm`)
 from magnet_jax.ops.patches import patch_boxes_px, patch_grid, patch_grid_px
 
 COMPAT_MODES = ("paper", "reference")
 DTYPES = ("float32", "bfloat16")  # model compute dtype: float32 is the parity mode
-CONV_ALGORITHMS = ("auto", "direct", "winograd")  # 3x3 convolutions' forward (`ops.conv.forward_algorithm`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +153,7 @@ def make_plan(
         raise ValueError(f"config.magnet.patch_batch_size: expected >= 1 (or 0: auto), got {patch_batch_size}")
     if dtype not in DTYPES:
         raise ValueError(f"config.magnet.dtype: expected 'float32' or 'bfloat16', got {dtype!r}")
-    if conv_algorithm not in CONV_ALGORITHMS:
+    if conv_algorithm not in FORWARD_ALGORITHMS:
         raise ValueError(
             f"config.magnet.conv_algorithm: expected 'auto', 'direct' or 'winograd', got {conv_algorithm!r}"
         )

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from magnet_jax.ops.conv import conv2d
+from magnet_jax.ops.conv import conv2d, trace_setting
 
 IntPair = int | tuple[int, int]
 
@@ -54,11 +54,8 @@ def conv_compute_dtype(dtype: str) -> Iterator[None]:
     residuals, resizing) stays float32. Chosen at trace time."""
     if dtype not in ("float32", "bfloat16"):
         raise ValueError(f"config.magnet.dtype: expected 'float32' or 'bfloat16', got {dtype!r}")
-    token = _conv_dtype.set(dtype)
-    try:
+    with trace_setting(_conv_dtype, dtype):
         yield
-    finally:
-        _conv_dtype.reset(token)
 
 
 def _conv(conv: Conv2d, x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -196,11 +193,8 @@ def batchnorm_folding(enabled: bool | None) -> Iterator[None]:
     """Within the block, `conv_bn` traces eval-mode BatchNorm folded into the convolution (True), as
     a separate affine pass (False: the literal layer order) or, None (the default), folded on
     accelerators only. Chosen at trace time: jit a fresh function under each setting."""
-    token = _fold_bn.set(None if enabled is None else bool(enabled))
-    try:
+    with trace_setting(_fold_bn, None if enabled is None else bool(enabled)):
         yield
-    finally:
-        _fold_bn.reset(token)
 
 
 def _folding() -> bool:

@@ -45,15 +45,22 @@ Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
 @contextlib.contextmanager
+def trace_setting(var: contextvars.ContextVar, value) -> Iterator[None]:
+    """`var` holds `value` within the block (read by the layers while a function is traced)."""
+    token = var.set(value)
+    try:
+        yield
+    finally:
+        var.reset(token)
+
+
+@contextlib.contextmanager
 def weight_gradient_rule(rule: str) -> Iterator[None]:
     """Within the block, convolutions traced by `conv2d` use `rule` ("auto", "im2col", "native")."""
     if rule not in _RULES:
         raise ValueError(f"convolution weight-gradient rule must be one of {_RULES}, got {rule!r}")
-    token = _rule.set(rule)
-    try:
+    with trace_setting(_rule, rule):
         yield
-    finally:
-        _rule.reset(token)
 
 
 @contextlib.contextmanager
@@ -62,11 +69,8 @@ def forward_algorithm(name: str) -> Iterator[None]:
     ("auto", "direct", "winograd"; see the module docstring)."""
     if name not in FORWARD_ALGORITHMS:
         raise ValueError(f"config.magnet.conv_algorithm: expected one of {FORWARD_ALGORITHMS}, got {name!r}")
-    token = _forward.set(name)
-    try:
+    with trace_setting(_forward, name):
         yield
-    finally:
-        _forward.reset(token)
 
 
 def _use_winograd(x_shape, w_shape, stride, padding, dilation, groups: int) -> bool:
