@@ -25,22 +25,11 @@ import sys
 
 from magnet_jax.runtime import configure_allocator
 
-
-def _requested_mode(argv: list[str]) -> str:
-    """The `--mode` of the command line, read before absl parses it (default "train")."""
-    mode = "train"
-    for i, arg in enumerate(argv):
-        if arg.startswith(("--mode=", "-mode=")):
-            mode = arg.split("=", 1)[1]
-        elif arg in ("--mode", "-mode") and i + 1 < len(argv):
-            mode = argv[i + 1]
-    return mode
-
-
-# Before JAX allocates: keeps XLA's CPU buffers mapped; training trims its heap above 2 GiB
+# Before JAX allocates: keeps XLA's CPU buffers mapped, so repeated programs (steps, images) do not
+# page-fault their memory in again; the training loop hands the heap back where its workload changes
 # (magnet_jax/runtime.py; MAGNET_JAX_ALLOCATOR=tuned|bounded|system overrides).
 try:
-    configure_allocator("bounded" if _requested_mode(sys.argv[1:]) == "train" else "tuned")
+    configure_allocator()
 except ValueError as e:  # a bad MAGNET_JAX_ALLOCATOR: one line, as every user mistake
     print(f"main.py: error: {e}", file=sys.stderr)
     sys.exit(2)

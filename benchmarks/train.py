@@ -18,7 +18,9 @@ random 2448x2448 JPEGs, so host-side decoding and resizing count too.
 
 The original (PyTorch MagNet `train.py`, DeepGlobe, this project's 2-core CPU) trains the
 refiner at 2 samples per 13.7 s (0.146 samples/s); the target (issue 14) is >= 2x that. The
-allocator mode is `bounded`, as `--mode=train` (magnet_jax/runtime.py; MAGNET_JAX_ALLOCATOR overrides).
+allocator mode is `tuned`, as `--mode=train`, and the freed heap is handed back between the two kinds
+of step, as the training loop does where its workload changes (magnet_jax/runtime.py;
+MAGNET_JAX_ALLOCATOR=bounded reproduces the trimmed heap that re-faults every step).
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from magnet_jax.runtime import configure_allocator  # noqa: E402
+from magnet_jax.runtime import configure_allocator, heap_guard_releases, release_heap  # noqa: E402
 
-allocator = configure_allocator("bounded")  # as --mode=train (MAGNET_JAX_ALLOCATOR overrides)
+allocator = configure_allocator()  # as main.py (MAGNET_JAX_ALLOCATOR overrides)
 
 ORIGINAL_REFINER_SAMPLES_PER_S = 2 / 13.7
 
@@ -55,6 +57,8 @@ def _args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="--with-data: grain worker processes")
     p.add_argument("--cpus", type=int, default=0, help="pin the process to this many CPU cores first (Linux)")
     p.add_argument("--native-conv", action="store_true", help="XLA conv gradients (fast_conv=False)")
+    p.add_argument("--frozen-conv", default="auto", choices=["auto", "direct", "winograd"],
+                   help="refiner: the frozen backbone's convolutions (config.magnet.conv_algorithm, default auto)")
     p.add_argument("--json", default="", help="also write the rows to this JSON file")
     return p.parse_args(argv)
 
@@ -123,7 +127,7 @@ def _build(kind: str, args, mesh):
     jstep = make_refiner_step(
         bdef, rdef, tx, sched, num_classes=args.classes, ignore_label=255, input_hw=(args.input, args.input),
         input_order="fine_first", ohem_thresh=0.7, ohem_min_kept=100000, mesh=mesh,
-        fast_conv=not args.native_conv,
+        fast_conv=not args.native_conv, frozen_conv=args.frozen_conv,
     )
     del jax
     return state, (lambda st, batch: jstep(st, frozen, batch))
@@ -183,6 +187,7 @@ def main(argv=None) -> int:
     if tmp is not None:
         list_path = _write_images(tmp.name, max(2 * args.batch, 4), args.image_size, args.classes)
     for kind in args.what:
+        release_heap()  # a new workload: start from the live memory (as training.loop does)
         rng = np.random.default_rng(0)
         state, step = _build(kind, args, mesh)
         batch = shard_batch(_random_batch(kind, args, rng), mesh)
@@ -202,7 +207,10 @@ def main(argv=None) -> int:
             "samples_per_s": round(args.batch / med, 4),
             "cpu_s_per_step": round(statistics.median(cpu), 3),  # steadier than step_s on a shared CPU
             "allocator": allocator,
+            "heap_guard_releases": heap_guard_releases(),  # so far in this process (runtime.start_heap_guard)
         }
+        if kind == "refiner":
+            row["frozen_conv"] = args.frozen_conv
         if kind == "refiner":
             row["original_samples_per_s"] = round(ORIGINAL_REFINER_SAMPLES_PER_S, 4)
             row["x_original"] = round(row["samples_per_s"] / ORIGINAL_REFINER_SAMPLES_PER_S, 2)
@@ -224,6 +232,7 @@ def main(argv=None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
             del it, loader
+        del state, step, batch  # before the next kind's release_heap
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     return 0

@@ -60,7 +60,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.magnet.compat = "paper"  # paper (defects fixed) | reference (the original, defects included)
     c.magnet.patch_batch_size = 0  # patches per backbone call (one compiled shape); 0 = auto (CPU 1, GPU 8)
     c.magnet.dtype = "float32"  # model compute: float32 (parity) | bfloat16 (opt-in fast mode, mostly for GPUs)
-    # 3x3 convolutions: auto (Winograd F(4x4,3x3) on CPU where measured faster, else XLA's) | direct | winograd
+    # 3x3 convolutions of inference and of refiner training's frozen backbone: auto (Winograd F(4x4,3x3)
+    # on CPU where measured faster, else XLA's) | direct | winograd
     c.magnet.conv_algorithm = "auto"
     c.magnet.streamed = "auto"  # predict tile by tile, maps on disk: auto (a stage map > 1 GiB) | on | off
     c.magnet.tile_patches = 4  # streamed: a tile is tile_patches x tile_patches patches (memory ~ its square)

@@ -1,6 +1,7 @@
 """Segmentation losses: cross-entropy with an ignore label and the original's OHEM cross-entropy (NHWC).
 
-Static shapes throughout: pixel selection is done with masks and a sort, never boolean indexing.
+Static shapes throughout: pixel selection is done with masks and a counting bisection, never boolean
+indexing.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 
 from magnet_jax.ops.resize import resize_bilinear
 
-__all__ = ["cross_entropy", "ohem_cross_entropy", "pixel_cross_entropy"]
+__all__ = ["cross_entropy", "kth_smallest_nonnegative", "ohem_cross_entropy", "pixel_cross_entropy"]
 
 
 def _match_size(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -18,6 +19,29 @@ def _match_size(logits: jax.Array, labels: jax.Array) -> jax.Array:
     if logits.shape[1:3] != labels.shape[1:3]:
         logits = resize_bilinear(logits, labels.shape[1:3], align_corners=False)
     return logits
+
+
+def kth_smallest_nonnegative(values: jax.Array, k: jax.Array) -> jax.Array:
+    """``jnp.sort(values)[k]`` for float32 ``values >= 0`` (``+inf`` allowed) and a traced int ``k``.
+
+    Non-negative float32 values order as their bit patterns do, so the k-th smallest is found by
+    bisection over the 31-bit patterns, counting ``values <= mid`` each time: 31 passes over the
+    array instead of a sort (on the CPU, 2M pixels: ~40 ms against ~1 s). The result is the exact
+    element, not an approximation. NaNs sort above ``+inf`` and are never returned (a NaN loss is
+    reported by the training loop anyway).
+    """
+    bits = jax.lax.bitcast_convert_type(values.astype(jnp.float32).reshape(-1), jnp.int32)
+    need = k.astype(jnp.int32) + 1
+
+    def step(_: int, lo_hi: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        lo, hi = lo_hi
+        mid = lo + (hi - lo) // 2
+        enough = jnp.sum((bits <= mid).astype(jnp.int32)) >= need
+        return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
+
+    inf_bits = jnp.int32(0x7F800000)
+    lo, _ = jax.lax.fori_loop(0, 31, step, (jnp.int32(0), inf_bits))
+    return jax.lax.bitcast_convert_type(lo, jnp.float32)
 
 
 def pixel_cross_entropy(
@@ -95,9 +119,9 @@ def ohem_cross_entropy(
     flat_valid = valid.reshape(-1)
     count = jnp.sum(flat_valid.astype(jnp.int32))
     # Unlabelled pixels sort after every probability (which are <= 1).
-    sorted_p = jnp.sort(jnp.where(flat_valid, flat_p, jnp.inf))
     kth = jnp.clip(jnp.minimum(max(int(min_kept), 1), count - 1), 0, flat_p.shape[0] - 1)
-    threshold = jnp.maximum(sorted_p[kth], jnp.asarray(thresh, sorted_p.dtype))
+    kth_p = kth_smallest_nonnegative(jnp.where(flat_valid, flat_p, jnp.inf), kth).astype(flat_p.dtype)
+    threshold = jnp.maximum(kth_p, jnp.asarray(thresh, flat_p.dtype))
     selected = valid & (p_true < threshold)
     n_sel = jnp.sum(selected)
     return jnp.sum(jnp.where(selected, loss, 0.0)) / jnp.maximum(n_sel, 1).astype(loss.dtype)

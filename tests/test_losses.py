@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from magnet_jax.losses import cross_entropy, ohem_cross_entropy, pixel_cross_entropy
+from magnet_jax.losses import cross_entropy, kth_smallest_nonnegative, ohem_cross_entropy, pixel_cross_entropy
 from magnet_jax.ops import resize_bilinear
 
 OHEM_TOL = 1e-4  # parity README: OHEM loss and gradient
@@ -37,6 +37,20 @@ def test_ohem_parity(ops_npz):
         assert grad_err <= OHEM_TOL, (i, grad_err)
         # the gradient is ~1e-4 in size, so also hold it to a relative bound
         assert grad_err <= 1e-3 * float(np.max(np.abs(ref_grad))), (i, grad_err)
+
+
+def test_kth_smallest_is_the_sorted_element():
+    rng = np.random.default_rng(3)
+    values = rng.random(5000).astype(np.float32) ** 3  # dense near 0: neighbouring bit patterns
+    values[::7] = np.inf  # unlabelled pixels
+    values[1::50] = 0.0
+    values[2::11] = values[5]  # a tie group
+    values[3] = np.float32(1e-40)  # subnormal
+    ordered = np.sort(values)
+    fn = jax.jit(kth_smallest_nonnegative)
+    for k in (0, 1, 99, 100, 713, 2500, 4285, 4286, 4999):
+        assert np.float32(fn(jnp.asarray(values), jnp.int32(k))) == ordered[k], k
+    assert np.float32(fn(jnp.full((4,), np.inf, np.float32), jnp.int32(0))) == np.inf
 
 
 def _ohem_numpy(logits: np.ndarray, labels: np.ndarray, ignore: int, thresh: float, min_kept: int) -> float:

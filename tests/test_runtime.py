@@ -94,16 +94,41 @@ def test_bounded_mode_returns_a_freed_heap_top_tuned_keeps_it():
     assert tuned > 2048, tuned  # never trimmed: the pages stay mapped for the next forward pass
 
 
-def test_main_picks_bounded_for_training_only():
-    import importlib.util
+_GUARD = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from magnet_jax.runtime import configure_allocator, resident_bytes, start_heap_guard
+mode = configure_allocator("bounded")  # glibc settings as tuned (holes are never trimmed), without its guard
+import numpy as np
+hole = np.ones(2**27 + 2**26)  # 1.5 GiB
+pin = np.ones(2**16)  # above it in the heap: freeing `hole` leaves a hole, not a free top
+del hole
+time.sleep(0.3)
+kept = resident_bytes()
+started = start_heap_guard(fraction=0.5, interval_s=0.05, limit_bytes=int({limit_factor} * kept))
+time.sleep(0.6)
+print(mode, started, kept // 2**20, resident_bytes() // 2**20)
+"""
 
-    spec = importlib.util.spec_from_file_location("magnet_main", REPO / "main.py")
-    main = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(main)  # the allocator call is idempotent: this process keeps its mode
-    assert main._requested_mode(["--config", "c.py", "--workdir", "w"]) == "train"
-    assert main._requested_mode(["--mode=evaluate", "--config", "c.py"]) == "evaluate"
-    assert main._requested_mode(["--mode", "predict"]) == "predict"
-    assert main._requested_mode(["-mode=sweep", "--mode=train"]) == "train"  # absl: the last one wins
+
+def _guarded_rss(limit_factor: float) -> tuple[str, str, int, int]:
+    code = _GUARD.format(repo=str(REPO), limit_factor=limit_factor)
+    out = subprocess.run([sys.executable, "-c", code], env=_env(None), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    mode, started, kept, after = out.stdout.split()
+    return mode, started, int(kept), int(after)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings (Linux)")
+def test_heap_guard_hands_the_freed_heap_back_only_above_its_limit():
+    mode, started, kept, after = _guarded_rss(1.0)  # the resident set is at twice the guard's threshold
+    if mode == "unavailable":
+        pytest.skip("not glibc: nothing to configure")
+    assert (mode, started) == ("bounded", "True")
+    assert kept > 1400, kept  # the freed 1.5 GiB hole stayed mapped
+    assert after < kept - 1000, (kept, after)  # the guard returned it
+    _, _, kept, after = _guarded_rss(4.0)  # below the threshold: left alone
+    assert kept > 1400 and after > kept - 50, (kept, after)
 
 
 def test_main_refuses_a_bad_allocator_mode_in_one_line(tmp_path):

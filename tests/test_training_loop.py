@@ -162,3 +162,20 @@ def test_run_identity_excludes_only_resumable_fields():
     c.train.lr = 0.5
     changed = backbone_run(c, ()).identity()
     assert {k for k in base if base[k] != changed[k]} == {"optim.lr"}
+
+
+def test_refiner_run_records_the_frozen_backbones_conv_algorithm():
+    """Refiner training computes its frozen backbone as inference does; a resume with another one is refused."""
+    from magnet_jax.training.checkpointing import describe_differences, resume_differences
+    from magnet_jax.training.spec import backbone_run, refiner_runs
+
+    c = default_config()
+    assert c.magnet.conv_algorithm == "auto"
+    auto = refiner_runs(c, ())[0]
+    assert auto.frozen_conv == "auto"
+    c.magnet.conv_algorithm = "direct"
+    direct = refiner_runs(c, ())[0]
+    diffs = resume_differences(auto.identity(), direct.identity())
+    assert diffs == [("frozen_conv", "auto", "direct")]
+    assert describe_differences(diffs) == "magnet.conv_algorithm: 'auto' -> 'direct'"
+    assert backbone_run(c, ()).frozen_conv == "direct"  # the trained model's forward is always direct

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from magnet_jax.runtime import release_heap
 from magnet_jax.sharding import shard_batch
 from magnet_jax.training import logging as tlog
 from magnet_jax.training.checkpointing import TrainCheckpointer, check_resume_meta
@@ -92,6 +93,9 @@ class TrainLoop:
             self.logger.close()
             return self.state
         progress = tlog.Progress(self.total, start, self.run, enabled=self.spec.progress)
+        # The heap is never trimmed by itself (runtime.py, `tuned`): steps reuse their pages; it is
+        # handed back where the workload changes (here, around validation, at the end).
+        release_heap()
         epoch_acc: dict[str, Any] = {}
         pending = None  # (step number after update, metrics on device): resolved one step later
         step = start
@@ -135,7 +139,9 @@ class TrainLoop:
                     t0, n_since = time.time(), 0
                 miou = None
                 if do_eval:
+                    release_heap()
                     result = self.validate(self.state)
+                    release_heap()
                     miou = result.get("miou")
                     self.logger.write(step, "eval", result)
                     progress.write(f"{self.run} step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
@@ -145,6 +151,7 @@ class TrainLoop:
             if pending is not None:
                 self._consume(pending, progress, epoch_acc, last_good)
         finally:
+            release_heap()
             progress.close()
             self.ckpt.close()
             self.logger.flush()

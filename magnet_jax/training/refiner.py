@@ -56,13 +56,14 @@ def train_refiner(
         bb_def, ref_def, tx, schedule, num_classes=spec.num_classes, ignore_label=spec.ignore_label,
         input_hw=spec.input_hw, input_order=spec.input_order, ohem_thresh=spec.ohem_thresh,
         ohem_min_kept=spec.ohem_min_kept, loss=spec.loss, mesh=mesh, fast_conv=spec.fast_conv,
+        frozen_conv=spec.frozen_conv,
     )  # fmt: skip
 
     def step_fn(st, batch):
         return jstep(st, frozen, batch)
 
     def model_inputs(extra, batch):
-        return refiner_model_inputs(bb_def, extra, batch, spec.input_hw, spec.input_order)
+        return refiner_model_inputs(bb_def, extra, batch, spec.input_hw, spec.input_order, spec.frozen_conv)
 
     finalize = precise_bn(spec, mesh, ref_def, model_inputs, frozen, make_loader)
     classes = spec.miou_classes

@@ -5,7 +5,9 @@ crop_coarse = roi_align(coarse, crop box in coarse pixels, input size); logits =
 refiner(fine, crop_coarse) (`fine_first`, as inference runs it) or refiner(crop_coarse,
 fine) (`coarse_first`, as the original trained it); loss = OHEM cross-entropy.
 The backbone runs in eval mode (running BatchNorm statistics, no dropout, no gradient)
-inside the same jitted function.
+inside the same jitted function, its convolutions computed as the inference stages compute them
+(`config.magnet.conv_algorithm`, the run's `frozen_conv`: it is never differentiated); the refiner's
+own forward and backward keep XLA's direct convolutions.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from jax.sharding import Mesh
 from magnet_jax.metrics import confusion_matrix_jax
 from magnet_jax.models import refinement
 from magnet_jax.models.refinement import class_probabilities
-from magnet_jax.ops.conv import weight_gradient_rule
+from magnet_jax.ops.conv import forward_algorithm, weight_gradient_rule
 from magnet_jax.sharding import data_sharding, replicated
 from magnet_jax.training.metrics_ops import aggregate
 from magnet_jax.training.state import ModelDef, TrainState, split_variables
@@ -39,22 +41,33 @@ def backbone_probs(backbone: ModelDef, frozen: tuple, images: jax.Array) -> jax.
     return jax.lax.stop_gradient(class_probabilities(_frozen_model(backbone, frozen)(images)))
 
 
-def refiner_inputs(backbone: ModelDef, frozen: tuple, batch: dict, input_hw: tuple[int, int]):
-    """(fine probs, crop_coarse probs), both `[B, h, w, n]` at the input size (`models.refinement.refiner_inputs`)."""
-    coarse = backbone_probs(backbone, frozen, batch["coarse_image"])
+def refiner_inputs(
+    backbone: ModelDef, frozen: tuple, batch: dict, input_hw: tuple[int, int], conv_algorithm: str = "direct"
+):
+    """(fine probs, crop_coarse probs), both `[B, h, w, n]` at the input size (`models.refinement.refiner_inputs`);
+    the backbone's convolutions by `conv_algorithm` (`ops.conv.forward_algorithm`, read while traced)."""
     if tuple(batch["fine_image"].shape[1:3]) != tuple(input_hw):
         raise ValueError(f"refiner batch: fine_image is {batch['fine_image'].shape[1:3]}, expected input {input_hw}")
-    # The crop box covers at most the whole coarse image, which is input-sized: one sample per bin.
-    fine, crop = refinement.refiner_inputs(
-        _frozen_model(backbone, frozen), batch["fine_image"], coarse, batch["box"], max_samples=(1, 1)
-    )
+    with forward_algorithm(conv_algorithm):
+        coarse = backbone_probs(backbone, frozen, batch["coarse_image"])
+        # The crop box covers at most the whole coarse image, which is input-sized: one sample per bin.
+        fine, crop = refinement.refiner_inputs(
+            _frozen_model(backbone, frozen), batch["fine_image"], coarse, batch["box"], max_samples=(1, 1)
+        )
     return jax.lax.stop_gradient(fine), jax.lax.stop_gradient(crop)
 
 
-def refiner_model_inputs(backbone: ModelDef, frozen: tuple, batch: dict, input_hw: tuple[int, int], order: str):
+def refiner_model_inputs(
+    backbone: ModelDef,
+    frozen: tuple,
+    batch: dict,
+    input_hw: tuple[int, int],
+    order: str,
+    conv_algorithm: str = "direct",
+):
     """The refiner's two inputs in call order: `(fine, crop_coarse)` for `fine_first` (as inference), else
     `(crop_coarse, fine)` (the original's training order); each `[B, h, w, n]`."""
-    return refinement.ordered_inputs(*refiner_inputs(backbone, frozen, batch, input_hw), order)
+    return refinement.ordered_inputs(*refiner_inputs(backbone, frozen, batch, input_hw, conv_algorithm), order)
 
 
 def make_refiner_step(
@@ -73,12 +86,14 @@ def make_refiner_step(
     mesh: Mesh | None = None,
     with_metrics: bool = True,
     fast_conv: bool = True,
+    frozen_conv: str = "direct",
 ):
     """Returns `step(state, frozen, batch) -> (state, metrics)`, jitted (with shardings when `mesh`).
 
     `frozen` = (params, batch_stats, rngs) of the backbone; `batch` holds `coarse_image`,
     `fine_image` `[B, h, w, 3]`, `label` `[B, h, w]` int and `box` `[B, 4]` float
-    (x0, y0, x1, y1) in pixels of the input-sized coarse image.
+    (x0, y0, x1, y1) in pixels of the input-sized coarse image. `frozen_conv`: how the frozen
+    backbone computes its convolutions (`ops.conv.FORWARD_ALGORITHMS`).
     """
     from magnet_jax import losses
 
@@ -96,7 +111,7 @@ def make_refiner_step(
             return _step(state, frozen, batch)
 
     def _step(state: TrainState, frozen: tuple, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, Any]]:
-        fine, crop = refiner_inputs(backbone, frozen, batch, input_hw)
+        fine, crop = refiner_inputs(backbone, frozen, batch, input_hw, frozen_conv)
         labels = batch["label"]
 
         def loss_fn(params):

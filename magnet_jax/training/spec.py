@@ -28,7 +28,7 @@ CONFIG_FIELDS = {
     "precise_bn_batches": "train.precise_bn_batches", "init_from": "train.init_backbone", "seed": "seed",
     "data_seed": "seed", "model": "model.backbone / model.refiner", "num_classes": "data.num_classes",
     "ignore_label": "data.ignore_label", "backbone_weights": "checkpoint.backbone", "stage": "train.stage",
-    "miou_classes": "data.miou_classes", "backbone": "model.backbone",
+    "miou_classes": "data.miou_classes", "backbone": "model.backbone", "frozen_conv": "magnet.conv_algorithm",
 }  # fmt: skip
 
 
@@ -81,6 +81,7 @@ class RunSpec:
     backbone_weights: str  # refiner runs: config.checkpoint.backbone ("" = the one this workdir trained)
     input_order: str  # refiner: fine_first | coarse_first
     fast_conv: bool
+    frozen_conv: str  # refiner runs: the frozen backbone's convolutions (magnet.conv_algorithm); backbone: direct
     precise_bn_batches: int
     init_from: str  # backbone: start from these weights ("" = random)
     miou_classes: tuple[int, ...]
@@ -149,6 +150,7 @@ def _common(config, t, kind: str, miou_classes: tuple[int, ...]) -> dict[str, An
         precise_bn_batches=int(t.precise_bn_batches), miou_classes=tuple(miou_classes),
         backbone=str(config.model.backbone), input_order=str(t.refiner_input_order),
         backbone_weights=str(config.checkpoint.backbone or "") if kind == "refiner" else "",
+        frozen_conv=str(config.magnet.conv_algorithm) if kind == "refiner" else "direct",
     )  # fmt: skip
 
 
