@@ -13,7 +13,7 @@ cost is that the process keeps its peak heap until it exits.
 That is the `tuned` mode, the default of every command. In a never-trimmed heap a *change* of
 workload can grow the heap past the live memory (freed holes that the next program's buffers do not
 fit): the DeepGlobe refiner step (batch 8, 508 px) after other programs in one process passed 21 GB
-on a 23 GB machine. Repeating one program does not (five refiner steps: 16.16 GB after each). So
+on a 23 GB machine. Repeating one program usually does not (five refiner steps: 16.16 GB after each). So
 the training loop hands the freed heap back (`release_heap`, glibc's `malloc_trim`) where its
 workload changes, before and after validation and at the start and end of a run; steps in between
 reuse their pages. Fragmentation can still happen inside a run (once, a DeepGlobe refiner benchmark
