@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def _one_line_error(proc, status: int = 2) -> str:
     return last
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: a worker that runs other modules in between would train again
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(workdir, data root) of a tiny backbone run stopped at step 2 of 8."""
     root = tmp_path_factory.mktemp("errors")
@@ -71,9 +72,10 @@ def test_resume_or_rerun_with_another_config_is_refused(trained, flag, expected)
 
 
 @pytest.mark.xdist_group("errors_trained")
-def test_allowed_changes_resume(trained):
+def test_allowed_changes_resume(trained, tmp_path):
     """Stopping later and logging differently are not a new config: the run resumes."""
-    work, data = trained
+    work, data = tmp_path / "work", trained[1]
+    shutil.copytree(trained[0], work)  # the shared run stays at step 2 for the other tests, in any order
     proc = run_main(["--config", TINY, "--workdir", str(work), f"--config.data.root={data}",
                      "--config.train.max_steps=3", "--config.train.log_every_steps=2"])  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -82,6 +82,7 @@ def _rss_after_free(default: str) -> tuple[str, float]:
     return applied, float(rss)
 
 
+@pytest.mark.slow  # 2.5 GiB faulted in twice; `bounded` is only the test suite's own mode now
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings (Linux)")
 def test_bounded_mode_returns_a_freed_heap_top_tuned_keeps_it():
     applied, bounded = _rss_after_free("bounded")
@@ -100,13 +101,12 @@ sys.path.insert(0, {repo!r})
 from magnet_jax.runtime import configure_allocator, resident_bytes, start_heap_guard
 mode = configure_allocator("bounded")  # glibc settings as tuned (holes are never trimmed), without its guard
 import numpy as np
-hole = np.ones(2**27 + 2**26)  # 1.5 GiB
+hole = np.ones(2**26 + 2**25)  # 768 MiB
 pin = np.ones(2**16)  # above it in the heap: freeing `hole` leaves a hole, not a free top
 del hole
-time.sleep(0.3)
 kept = resident_bytes()
-started = start_heap_guard(fraction=0.5, interval_s=0.05, limit_bytes=int({limit_factor} * kept))
-time.sleep(0.6)
+started = start_heap_guard(fraction=0.5, interval_s=0.02, limit_bytes=int({limit_factor} * kept))
+time.sleep(0.3)
 print(mode, started, kept // 2**20, resident_bytes() // 2**20)
 """
 
@@ -125,10 +125,10 @@ def test_heap_guard_hands_the_freed_heap_back_only_above_its_limit():
     if mode == "unavailable":
         pytest.skip("not glibc: nothing to configure")
     assert (mode, started) == ("bounded", "True")
-    assert kept > 1400, kept  # the freed 1.5 GiB hole stayed mapped
-    assert after < kept - 1000, (kept, after)  # the guard returned it
+    assert kept > 700, kept  # the freed 768 MiB hole stayed mapped
+    assert after < kept - 600, (kept, after)  # the guard returned it
     _, _, kept, after = _guarded_rss(4.0)  # below the threshold: left alone
-    assert kept > 1400 and after > kept - 50, (kept, after)
+    assert kept > 700 and after > kept - 50, (kept, after)
 
 
 def test_main_refuses_a_bad_allocator_mode_in_one_line(tmp_path):
