@@ -87,10 +87,22 @@ def _export_tunables(mode: str) -> None:
         os.environ["GLIBC_TUNABLES"] = ":".join(current + extra)
 
 
+def _glibc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    # not glibc (macOS, musl): nothing to configure or trim
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _glibc()
+
+
 def configure_allocator(default: str = "tuned") -> str:
     """Applies the allocator settings (idempotent: the first call decides); returns the mode applied
     ("tuned", "bounded", "system") or "unavailable" (not glibc, e.g. macOS or musl: nothing to do).
-    `default`: the command's mode when `$MAGNET_JAX_ALLOCATOR` is unset ("bounded" for training).
+    `default`: the command's mode when `$MAGNET_JAX_ALLOCATOR` is unset ("bounded" for the test suite).
 
     Call it before JAX starts its threads (at the top of `main`); later calls still help the
     current thread's arena but threads that already made their own arenas keep them.
@@ -102,12 +114,10 @@ def configure_allocator(default: str = "tuned") -> str:
     if mode == "system":
         _applied = "system"
         return _applied
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    if _LIBC is None:
         _applied = "unavailable"
         return _applied
+    mallopt = _LIBC.mallopt
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     if not all(mallopt(param, value) == 1 for param, value in _settings(mode)):
@@ -118,17 +128,6 @@ def configure_allocator(default: str = "tuned") -> str:
         start_heap_guard()
     _applied = mode
     return _applied
-
-
-def _libc():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-    return libc if hasattr(libc, "malloc_trim") else None  # not glibc (macOS, musl): nothing to trim
-
-
-_LIBC = _libc()
 
 
 def release_heap() -> None:
