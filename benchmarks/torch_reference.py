@@ -126,13 +126,13 @@ class RefinementMagNet(nn.Module):
         return self.seg_conv(self.residual(x))
 
 
-def load_parity_model(name: str, shared: Path, salt: str = "") -> nn.Module:
-    """`fpn_7` or `refine_7` in eval mode with the parity fixtures' synthetic weights (strict keys)."""
+def load_parity_weights(model: nn.Module, name: str, shared: Path, salt: str = "") -> nn.Module:
+    """`model` (the torch re-expression of parity model `name`) in eval mode with the parity fixtures'
+    synthetic weights for `name`, loaded with strict keys."""
     parity = shared / "parity"
     sys.path.insert(0, str(parity))
     from synth_weights import synth_state_dict  # the fixtures' own weight recipe, read from ../shared
 
-    model = {"fpn_7": lambda: ResnetFPN(7), "refine_7": lambda: RefinementMagNet(7)}[name]()
     manifest = json.loads((parity / "manifests" / f"{name}.json").read_text())
     state = synth_state_dict(manifest, salt, dict(np.load(parity / "bn_stats" / f"{name}.npz")))
     model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, strict=True)
@@ -140,15 +140,16 @@ def load_parity_model(name: str, shared: Path, salt: str = "") -> nn.Module:
 
 
 def check_against_fixtures(models: dict[str, nn.Module], shared: Path) -> dict[str, float]:
-    """Max |torch - original| / max|original| of each model on its module fixture; raises above 1e-4."""
+    """Max |torch - original| / max|original| of each model on its module fixture; raises above 1e-4.
+
+    Backbones take the fixture's `input`, refiners its `(fine, coarse)`; all give `logits`."""
     errors = {}
     with torch.inference_mode():
-        fx = np.load(shared / "parity" / "modules" / "fpn_7.npz")
-        got = models["fpn_7"](torch.from_numpy(fx["input"])).numpy()
-        errors["fpn_7"] = float(np.abs(got - fx["logits"]).max() / np.abs(fx["logits"]).max())
-        fx = np.load(shared / "parity" / "modules" / "refine_7.npz")
-        got = models["refine_7"](torch.from_numpy(fx["fine"]), torch.from_numpy(fx["coarse"])).numpy()
-        errors["refine_7"] = float(np.abs(got - fx["logits"]).max() / np.abs(fx["logits"]).max())
+        for name, model in models.items():
+            fx = np.load(shared / "parity" / "modules" / f"{name}.npz")
+            args = ("fine", "coarse") if name.startswith("refine") else ("input",)
+            got = model(*(torch.from_numpy(fx[a]) for a in args)).numpy()
+            errors[name] = float(np.abs(got - fx["logits"]).max() / np.abs(fx["logits"]).max())
     bad = {k: v for k, v in errors.items() if not v <= 1e-4}
     if bad:
         raise SystemExit(f"torch_reference: outputs differ from the original's module fixtures: {bad}")
