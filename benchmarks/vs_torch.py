@@ -238,6 +238,9 @@ def main() -> None:
     heaps = [h.strip() for h in args.torch_allocators.split(",") if h.strip()]
     if not heaps or any(h not in ("tuned", "system") for h in heaps):
         raise SystemExit(f"vs_torch: --torch-allocators: expected tuned and/or system, got {args.torch_allocators!r}")
+    for flag in ("runs", "rounds", "threads", "repeats"):
+        if getattr(args, flag) < 1:
+            raise SystemExit(f"vs_torch: --{flag}: expected a positive integer, got {getattr(args, flag)}")
     if args.worker:
         configure_allocator()
         run = {"torch": lambda: _torch_worker(args.runs, args.threads, heaps[0]), "jax": lambda: _jax_worker(args.runs)}
