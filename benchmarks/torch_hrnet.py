@@ -112,21 +112,20 @@ class HRNet18OCR(nn.Module):
         xs = [self.layer1(y)]
         for k in (1, 2, 3):
             transition = getattr(self, f"transition{k}")
-            new = [xs[i] if t is None else t(xs[min(i, len(xs) - 1)]) for i, t in enumerate(transition)]
-            xs = new
+            xs = [xs[i] if t is None else t(xs[min(i, len(xs) - 1)]) for i, t in enumerate(transition)]
             for module in getattr(self, f"stage{k + 1}"):
                 xs = module(xs)
         feats = torch.cat([xs[0]] + [_up(b, xs[0].shape[2:]) for b in xs[1:]], dim=1)
         aux = self.aux_head(feats)
         feats = self.conv3x3_ocr(feats)
-        b, c = feats.shape[:2]
         weights = torch.softmax(aux.flatten(2), dim=2)  # [B, n, HW]: softmax over pixels
         proxy = torch.bmm(weights, feats.flatten(2).transpose(1, 2))  # [B, n, C] class centres
         out = self.cls_head(self.ocr_distri_head(feats, proxy.transpose(1, 2).unsqueeze(3)))
         return _up((out + 0.4 * aux) / 1.4, size)
 
 
-def _bn_relu_pair(cin: int, cout: int) -> list[nn.Module]:
+def _conv1x1_bn_relu(cin: int, cout: int) -> list[nn.Module]:
+    """A 1x1 conv, then BN + ReLU as one child: the state-dict keys `<i>.weight`, `<i+1>.0.*`."""
     return [nn.Conv2d(cin, cout, 1, bias=False), nn.Sequential(_bn(cout), nn.ReLU())]
 
 
@@ -134,10 +133,10 @@ class ObjectAttention(nn.Module):
     def __init__(self, channels: int, key: int):
         super().__init__()
         self.key = key
-        self.f_pixel = nn.Sequential(*_bn_relu_pair(channels, key), *_bn_relu_pair(key, key))
-        self.f_object = nn.Sequential(*_bn_relu_pair(channels, key), *_bn_relu_pair(key, key))
-        self.f_down = nn.Sequential(*_bn_relu_pair(channels, key))
-        self.f_up = nn.Sequential(*_bn_relu_pair(key, channels))
+        self.f_pixel = nn.Sequential(*_conv1x1_bn_relu(channels, key), *_conv1x1_bn_relu(key, key))
+        self.f_object = nn.Sequential(*_conv1x1_bn_relu(channels, key), *_conv1x1_bn_relu(key, key))
+        self.f_down = nn.Sequential(*_conv1x1_bn_relu(channels, key))
+        self.f_up = nn.Sequential(*_conv1x1_bn_relu(key, channels))
 
     def forward(self, x: torch.Tensor, proxy: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -153,7 +152,7 @@ class SpatialOCR(nn.Module):
     def __init__(self, channels: int, key: int):
         super().__init__()
         self.object_context_block = ObjectAttention(channels, key)
-        self.conv_bn_dropout = nn.Sequential(*_bn_relu_pair(2 * channels, channels))
+        self.conv_bn_dropout = nn.Sequential(*_conv1x1_bn_relu(2 * channels, channels))
 
     def forward(self, feats: torch.Tensor, proxy: torch.Tensor) -> torch.Tensor:
         context = self.object_context_block(feats, proxy)

@@ -43,17 +43,25 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from inference import CASES as PIPELINE_CASES  # noqa: E402
+from inference import ORIGINAL_S  # noqa: E402
+
 from magnet_jax.runtime import configure_allocator  # noqa: E402
 
-# case: (backbone manifest, magnet-jax backbone, refiner manifest, classes, input HxW, passes per image).
-CASES = {
-    "deepglobe_full": ("fpn_7", "fpn", "refine_7", 7, (508, 508), (21, 20)),
-    "cityscapes_2stage_full": ("hrnet18_ocr_19", "hrnet18+ocr", "refine_19", 19, (128, 256), (5, 4)),
-}
-# The original on the reference CPU (issue 14, benchmarks/models.py): deepglobe_full per image and one
-# pass of each of its models (cityscapes' models were not timed there, so it gets the lower bound only).
-REFERENCE_ORIGINAL_S, REFERENCE_FPN_MS, REFERENCE_REFINER_MS = 44.3, 518.0, 1171.0
-ORIGINAL_S = {"deepglobe_full": 44.3, "cityscapes_2stage_full": 9.85}
+# The original's model passes per image, (backbone, refiner): 1 + 4 + 16 and 1 + 4 patches.
+PASSES = {"deepglobe_full": (21, 20), "cityscapes_2stage_full": (5, 4)}
+
+
+def _case(name: str) -> tuple:
+    """(backbone manifest, magnet-jax backbone, refiner manifest, classes, input (H, W), passes) of a case."""
+    _, manifest, jax_name, n, _, _, (w, h), *_ = PIPELINE_CASES[name]
+    return manifest, jax_name, f"refine_{n}", n, (h, w), PASSES[name]
+
+
+CASES = {name: _case(name) for name in PASSES}
+# One pass of each DeepGlobe model of the original on the reference CPU (issue 14, benchmarks/models.py);
+# cityscapes' models were not timed there, so it gets the lower bound only.
+REFERENCE_FPN_MS, REFERENCE_REFINER_MS = 518.0, 1171.0
 
 
 def _shared() -> Path:
@@ -113,17 +121,6 @@ def _torch_model(manifest: str, n: int):
     return load_parity_weights(model, manifest, _shared())
 
 
-def _torch_forward(model, xs):
-    """A no-argument call of the torch `model` on `xs` (inference mode)."""
-    import torch
-
-    def call():
-        with torch.inference_mode():
-            return model(*xs)
-
-    return call
-
-
 def _time_calls(calls: dict, runs: int) -> dict[str, list[float]]:
     """Milliseconds per call of each callable, `runs` times after one untimed call."""
     times = {}
@@ -148,9 +145,10 @@ def _torch_worker(runs: int, threads: int, heap: str) -> dict:
     torch.set_num_threads(threads)
     models = {m: _torch_model(m, n) for _, m, _, n, _ in _models()}
     out = {"fixture_rel_err": check_against_fixtures(models, _shared())}
-    for _, m, _, n, hw in _models():
-        xs = [torch.from_numpy(x) for x in _inputs(m, n, hw)]
-        out[m] = _time_calls({f"torch_{heap}": _torch_forward(models[m], xs)}, runs)
+    with torch.inference_mode():
+        for _, m, _, n, hw in _models():
+            xs = [torch.from_numpy(x) for x in _inputs(m, n, hw)]
+            out[m] = _time_calls({f"torch_{heap}": lambda model=models[m], xs=xs: model(*xs)}, runs)
     return out
 
 
@@ -202,7 +200,8 @@ def _summaries(med: dict, heaps: list[str], rounds: list[tuple[dict, dict]]) -> 
 
     `rounds`: (torch medians, magnet-jax pipeline) of each round; the speedup of each round compares
     processes that ran minutes apart, so the machine's drift between rounds cancels in it."""
-    share = (21 * REFERENCE_FPN_MS + 20 * REFERENCE_REFINER_MS) / 1e3 / REFERENCE_ORIGINAL_S
+    n_backbone, n_refiner = PASSES["deepglobe_full"]
+    share = (n_backbone * REFERENCE_FPN_MS + n_refiner * REFERENCE_REFINER_MS) / 1e3 / ORIGINAL_S["deepglobe_full"]
     out = []
     for case in CASES:
         run_s = statistics.median(p[case]["run_s"] for _, p in rounds) if rounds else None
@@ -265,6 +264,7 @@ def main() -> None:
             print(f"# round {r + 1}/{args.rounds}: pipeline", file=sys.stderr, flush=True)
             rounds.append((round_times, _spawn("pipeline", args)))
     med = {m: {k: statistics.median(v) for k, v in by_key.items()} for m, by_key in times.items()}
+    model_rows = []
     for case, m, _, _, (h, w) in _models():
         row = {"case": case, "model": m, "input": f"{h}x{w}", "batch": 1, "torch_threads": args.threads}
         row.update({f"{k}_ms": round(v, 1) for k, v in med[m].items()})
@@ -272,11 +272,27 @@ def main() -> None:
             for a in ("direct", "auto"):
                 row[f"torch_{heap}_over_jax_{a}"] = round(med[m][f"torch_{heap}"] / med[m][f"jax_{a}"], 2)
         row["fixture_rel_err"] = errors[m]
+        model_rows.append(row)
+    summaries = _summaries(med, heaps, rounds)
+    for row in model_rows + summaries + [{"magnet_jax_round": p} for _, p in rounds]:
         print(json.dumps(row), flush=True)
-    for row in _summaries(med, heaps, rounds):
-        print(json.dumps(row), flush=True)
-    for _, p in rounds:
-        print(json.dumps({"magnet_jax_round": p}), flush=True)
+    print(_table(model_rows, summaries, heaps))
+
+
+def _table(model_rows: list[dict], summaries: list[dict], heaps: list[str]) -> str:
+    """Markdown: median ms per model and framework, then the original's passes against magnet-jax's image."""
+    keys = [f"torch_{h}_ms" for h in heaps] + ["jax_direct_ms", "jax_auto_ms"]
+    lines = ["| model | input | " + " | ".join(keys) + " | fixture rel. err |", "|---" * (len(keys) + 3) + "|"]
+    for r in model_rows:
+        cells = [r["model"], r["input"], *(f"{r[k]:.1f}" for k in keys), f"{r['fixture_rel_err']:.1e}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| case | torch heap | original passes s | estimate s | magnet-jax s | lower bound per round |"]
+    lines.append("|---" * 6 + "|")
+    for r in summaries:
+        per_round = ", ".join(f"{x:.2f}" for x in r.get("speedup_lower_bound_per_round", [])) or "(--pipeline)"
+        cells = [r["case"], r["torch_heap"], f"{r['original_models_s']:.2f}", str(r.get("original_est_s", "-"))]
+        lines.append("| " + " | ".join([*cells, str(r.get("magnet_jax_run_s", "-")), per_round]) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
