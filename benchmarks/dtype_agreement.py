@@ -29,8 +29,8 @@ configure_allocator()  # before JAX allocates (MAGNET_JAX_ALLOCATOR=system: glib
 def _predictors(name: str, batch: int):
     from inference import CASES, _load_weights
 
-    from magnet_jax.inference.engine import MagNetPredictor
     from magnet_jax.inference.plan import make_plan
+    from magnet_jax.inference.predictor import MagNetPredictor
     from magnet_jax.models import build_model
 
     dataset, manifest, model, n, scales, crop, inp, n_patches, n_points, smooth, salts = CASES[name]
@@ -65,8 +65,8 @@ def main() -> None:
     import numpy as np
     from inference import _image
 
+    from magnet_jax.compile_cache import enable_compilation_cache
     from magnet_jax.data.synthetic import generate_sample
-    from magnet_jax.inference.engine import enable_compilation_cache
 
     enable_compilation_cache()
     print("case | image | stage | argmax agreement bf16 vs f32")

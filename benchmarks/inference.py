@@ -132,9 +132,10 @@ def run_case(
     import jax
     from floor import device_peak_mb, peak_gflops
 
+    from magnet_jax.compile_cache import enable_compilation_cache
     from magnet_jax.inference.cost import stage_gflops
-    from magnet_jax.inference.engine import MagNetPredictor, enable_compilation_cache
     from magnet_jax.inference.plan import make_plan
+    from magnet_jax.inference.predictor import MagNetPredictor
     from magnet_jax.models import build_model
 
     cache = enable_compilation_cache()

@@ -58,10 +58,10 @@ def make_image(path: Path, size: int) -> None:
 def run_one(args) -> dict:
     """Child process: one prediction, its summary with the per-stage sizes."""
     import jax
+    from magnet_jax.inference.streamed import StreamedPredictor, StreamOptions, predict_large
 
     from magnet_jax.compile_cache import enable_compilation_cache
     from magnet_jax.inference.plan import make_plan
-    from magnet_jax.inference.streamed import StreamedPredictor, StreamOptions, predict_large
     from magnet_jax.models import build_model
 
     if args.cache:

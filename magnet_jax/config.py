@@ -116,6 +116,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval.max_images = -1
     c.eval.save_pictures = False
     c.eval.num_pictures = 8
+    c.eval.prefetch = 2  # input threads reading and preprocessing the next images while one computes (0: in turn)
+    c.eval.process_timeout_s = 900.0  # several processes: how long to wait for the others' results before an error
     return c
 
 
@@ -188,6 +190,15 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         )
     if c.magnet.streamed not in ("auto", "on", "off"):
         raise ValueError(f"config.magnet.streamed: expected 'auto', 'on' or 'off', got {c.magnet.streamed!r}")
+    if c.magnet.streamed == "on" and c.magnet.compat != "paper":
+        raise ValueError(
+            "config.magnet.streamed=on runs compat='paper' only (the reference mode's PyTorch tie-breaking needs "
+            "the whole score map); set config.magnet.streamed=off or config.magnet.compat=paper"
+        )
+    if not c.eval.process_timeout_s > 0:
+        raise ValueError(f"config.eval.process_timeout_s: expected seconds > 0, got {c.eval.process_timeout_s!r}")
+    if not isinstance(c.eval.prefetch, int) or c.eval.prefetch < 0:
+        raise ValueError(f"config.eval.prefetch: expected an integer >= 0 (input threads), got {c.eval.prefetch!r}")
     if not isinstance(c.magnet.tile_patches, int) or c.magnet.tile_patches < 1:
         raise ValueError(f"config.magnet.tile_patches: expected an integer >= 1, got {c.magnet.tile_patches!r}")
     if c.magnet.stream_dtype not in ("float32", "float16"):

@@ -25,6 +25,13 @@ def resize_label(label: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
     return cv2.resize(label, (int(w), int(h)), interpolation=cv2.INTER_NEAREST)
 
 
+def coarse_crop(read_scale0, crop_wh: tuple[int, int], input_wh: tuple[int, int]) -> np.ndarray:
+    """MagNet's coarse input as the original makes it: the top-left `crop_wh` of the image at the first
+    scale (`read_scale0(y0, y1, x0, x1)` reads it by region), resized to `input_wh`: `[ih, iw, 3]` uint8."""
+    cw, ch = crop_wh
+    return resize_image(np.ascontiguousarray(read_scale0(0, ch, 0, cw)), input_wh)
+
+
 def normalize(image_u8: np.ndarray) -> np.ndarray:
     """RGB uint8 `[..., H, W, 3]` -> float32 `/255 - mean) / std` (ImageNet statistics)."""
     return ((image_u8.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)

@@ -73,9 +73,9 @@ os.chdir(ROOT)
 from magnet_jax.compile_cache import enable_compilation_cache
 from magnet_jax.config import validate_config
 from magnet_jax.data import dataset_spec
-from magnet_jax.inference import figures
-from magnet_jax.inference.engine import MagNetPredictor
+from magnet_jax.inference.predictor import MagNetPredictor
 from magnet_jax.preprocess import read_image_rgb
+from magnet_jax.visualization import figures
 
 enable_compilation_cache()
 

@@ -12,7 +12,7 @@ from magnet_jax.config import default_config
 from magnet_jax.data import DATASET_NAMES, DataError, build_source, dataset_spec, get_spec, make_label_decoder
 from magnet_jax.data.datasets import REGISTRY
 from magnet_jax.data.errors import DOWNLOAD_HINTS, download_hint
-from magnet_jax.inference.visualize import palette_for_config
+from magnet_jax.visualization.pictures import palette_for_config
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = {"cityscapes": 19, "deepglobe": 7, "gleason": 5, "inria": 2, "synthetic": 5, "custom": 3}

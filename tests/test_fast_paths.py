@@ -10,8 +10,8 @@ import pytest
 from flax import nnx
 
 from magnet_jax.config import default_config, validate_config
-from magnet_jax.inference.engine import MagNetPredictor
 from magnet_jax.inference.plan import make_plan
+from magnet_jax.inference.predictor import MagNetPredictor
 from magnet_jax.models import build_model
 from magnet_jax.models.layers import batchnorm_folding
 from magnet_jax.models.state_dict import load_state_dict

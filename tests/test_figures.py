@@ -1,4 +1,4 @@
-"""Captioned figures (`magnet_jax.inference.figures`): panels, legends, colour bars, numbers, files."""
+"""Captioned figures (`magnet_jax.visualization.figures`): panels, legends, colour bars, numbers, files."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from matplotlib.colors import to_rgba
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from magnet_jax.inference import figures
-from magnet_jax.inference.engine import MagNetPredictor
+from magnet_jax.inference.outputs import save_prediction
 from magnet_jax.inference.plan import make_plan
-from magnet_jax.inference.predict import save_prediction
+from magnet_jax.inference.predictor import MagNetPredictor
+from magnet_jax.visualization import figures
 
 NAMES = ["sky", "road", "tree"]
 PALETTE = np.array([[0, 0, 200], [128, 128, 128], [0, 160, 0]], np.uint8)

@@ -94,7 +94,7 @@ def test_predict_command(assets, tmp_path):
 def test_predict_skips_bad_images_and_reports_them(assets, tmp_path):
     """A folder with one truncated JPEG in the middle: the others are predicted, the bad one is named,
     listed in the summary, and the exit status is 1."""
-    from magnet_jax.inference.predict import expand_images
+    from magnet_jax.inference.outputs import expand_images
 
     imgs = tmp_path / "mixed"
     imgs.mkdir()

@@ -12,8 +12,8 @@ from flax import nnx
 
 from magnet_jax.config import default_config
 from magnet_jax.evaluation import Evaluator, format_results
-from magnet_jax.inference.engine import MagNetPredictor, prepare_patches
 from magnet_jax.inference.plan import make_plan
+from magnet_jax.inference.predictor import MagNetPredictor, prepare_patches
 
 N_CLASSES = 4
 

@@ -10,8 +10,8 @@ import json
 
 import numpy as np
 
-from magnet_jax.inference.engine import MagNetPredictor
 from magnet_jax.inference.plan import make_plan
+from magnet_jax.inference.predictor import MagNetPredictor
 from magnet_jax.models import build_model
 from magnet_jax.models.state_dict import load_state_dict
 from magnet_jax.preprocess import read_image_rgb

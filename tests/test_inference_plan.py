@@ -7,8 +7,8 @@ import pytest
 
 from magnet_jax.commands.checks import check_config
 from magnet_jax.config import default_config, validate_config
-from magnet_jax.inference.engine import MagNetPredictor
 from magnet_jax.inference.plan import make_plan, plan_from_config, point_budget
+from magnet_jax.inference.predictor import MagNetPredictor
 
 
 def test_deepglobe_plan():

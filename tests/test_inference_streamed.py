@@ -12,20 +12,16 @@ import pytest
 import tifffile
 
 from magnet_jax.data.synthetic import generate_sample
-from magnet_jax.inference.engine import MagNetPredictor
 from magnet_jax.inference.host_maps import HostMap, ScaledImage
 from magnet_jax.inference.large_io import ImageSource, open_image, write_label_tiff
+from magnet_jax.inference.outputs import save_prediction
 from magnet_jax.inference.plan import make_plan
 from magnet_jax.inference.points import point_rule
-from magnet_jax.inference.streamed import (
-    STREAM_AUTO_BYTES,
-    StreamedPredictor,
-    StreamOptions,
-    needs_streaming,
-    predict_large,
-)
+from magnet_jax.inference.predictor import MagNetPredictor
+from magnet_jax.inference.tiled import STREAM_AUTO_BYTES, StreamOptions, needs_streaming
 from magnet_jax.inference.tiling import StageTiling
 from magnet_jax.models import build_model
+from magnet_jax.visualization.pictures import default_palette
 
 C = 5
 
@@ -51,7 +47,7 @@ def _tiled_synthetic(size: int, tile: int = 1024) -> np.ndarray:
 def _agreement(mem, res) -> list[float]:
     out = []
     for a, b in zip(mem.stages, res.stages, strict=True):
-        labels = b.labels.read(0, b.labels.shape[0], 0, b.labels.shape[1])
+        labels = b.argmax.read(0, b.argmax.shape[0], 0, b.argmax.shape[1])
         assert labels.shape == a.argmax.shape
         out.append(float((labels == a.argmax).mean()))
     return out
@@ -64,7 +60,7 @@ SIZE, SCALES, CROP, INPUT = 256, [(128, 128), (256, 256)], (80, 80), (80, 80)
 
 def _run_both(plan, image, backbone, refiner, **options):
     mem = MagNetPredictor(plan, backbone, refiner).predict(image)
-    streamed = StreamedPredictor(plan, backbone, refiner, options=StreamOptions(mode="on", **options))
+    streamed = MagNetPredictor(plan, backbone, refiner, stream=StreamOptions(mode="on", **options))
     return mem, streamed, streamed.predict(image, keep_labels=True)
 
 
@@ -103,6 +99,18 @@ def test_streamed_equals_whole_image_prediction(small_case):
     _, plan, mem, _, res = small_case
     assert res.labels.path is not None  # the maps went through files (ram_bytes=0)
     _check_same(plan, mem, res)
+
+
+def test_tiled_bfloat16_equals_whole_image_bfloat16():
+    """bf16 convolutions (`config.magnet.dtype`) run tile by tile too, through the same region kernels."""
+    image = generate_sample(1234, "test", 2, SIZE)[0]
+    backbone, refiner = _models(seed=2)
+    plan = make_plan(SCALES, CROP, INPUT, C, n_points=0.5, dtype="bfloat16")
+    mem, _, res = _run_both(plan, image, backbone, refiner, tile_patches=2)
+    try:
+        _check_same(plan, mem, res)
+    finally:
+        res.close()
 
 
 @pytest.mark.slow
@@ -198,15 +206,19 @@ def test_predict_large_writes_label_tiff_and_previews(small_case, tmp_path):
     image, plan, _, streamed, res = small_case
     path = tmp_path / "image.tif"
     tifffile.imwrite(path, image, tile=(128, 128), compression="zlib")
-    summary = predict_large(streamed, str(path), str(tmp_path / "out"))
     out = tmp_path / "out"
+    out.mkdir()
+    source = open_image(str(path))
+    result = streamed.predict(source, work_dir=str(out))
+    summary = save_prediction(streamed, result, source, str(out), default_palette(C))["tiled"]
+    result.close()
     want = res.labels.read(0, SIZE, 0, SIZE)
     np.testing.assert_array_equal(tifffile.imread(out / "labels.tif"), want)
     for name in ("labels_preview.png", "stage0_preview.png", "stage1_preview.png", "stage1_error.png"):
         assert cv2.imread(str(out / name)) is not None, name
     assert summary == json.loads((out / "summary.json").read_text())
     assert summary["points"] == {"stage1": res.stages[1].points}
-    assert not list(out.glob("magnet_stream_*"))  # map files removed
+    assert not list(out.glob("magnet_map_*"))  # map files removed
 
 
 def test_streaming_choice_and_errors():
@@ -221,7 +233,9 @@ def test_streaming_choice_and_errors():
         StreamOptions(store_dtype="int8")
     backbone, refiner = _models()
     with pytest.raises(ValueError, match="compat='paper' only"):
-        StreamedPredictor(make_plan(SCALES, CROP, INPUT, C, compat="reference"), backbone, refiner)
+        MagNetPredictor(
+            make_plan(SCALES, CROP, INPUT, C, compat="reference"), backbone, refiner, stream=StreamOptions(mode="on")
+        )
 
 
 @pytest.mark.slow
@@ -235,11 +249,11 @@ def test_streamed_agrees_with_whole_image_on_4096px():
     mem_stages = [(s.argmax, s.points) for s in mem.stages]
     del mem
     options = StreamOptions(mode="on", tile_patches=3)
-    res = StreamedPredictor(plan, backbone, refiner, options=options).predict(image, keep_labels=True)
+    res = MagNetPredictor(plan, backbone, refiner, stream=options).predict(image, keep_labels=True)
     try:
         agree = []
         for (argmax, points), s in zip(mem_stages, res.stages, strict=True):
-            agree.append(float((s.labels.read(0, s.size_hw[0], 0, s.size_hw[1]) == argmax).mean()))
+            agree.append(float((s.argmax.read(0, s.size_hw[0], 0, s.size_hw[1]) == argmax).mean()))
             assert s.points == points
         print("agreement per stage", agree)
         assert min(agree) >= 0.9999, agree

@@ -6,7 +6,7 @@ import pytest
 
 from magnet_jax.commands.checks import check_config
 from magnet_jax.config import default_config
-from magnet_jax.inference.engine import MagNetPredictor
+from magnet_jax.inference.predictor import MagNetPredictor
 from magnet_jax.models import (
     BACKBONE,
     BACKBONE_NAMES,

@@ -21,13 +21,15 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from magnet_jax.commands.workdir import WorkdirError
     from magnet_jax.data import DataError
     from magnet_jax.evaluation import EvaluationInterrupted
+    from magnet_jax.evaluation.processes import ProcessGroupError
     from magnet_jax.preprocess import ImageDecodeError
     from magnet_jax.training.checkpointing import ResumeError
     from magnet_jax.training.loop import TrainingDivergedError
     from magnet_jax.weights import CheckpointError, StateDictMismatchError
 
     return (WorkdirError, SweepError, DataError, ImageDecodeError, ResumeError, CheckpointError, StateDictMismatchError,
-            EvaluationInterrupted, TrainingDivergedError, FileNotFoundError, PermissionError)  # fmt: skip
+            EvaluationInterrupted, TrainingDivergedError, ProcessGroupError, FileNotFoundError,
+            PermissionError)  # fmt: skip
 
 
 def _after_work(e: BaseException) -> bool:

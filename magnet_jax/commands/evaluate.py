@@ -21,7 +21,8 @@ from absl import logging
 from magnet_jax.commands.workdir import flat_config
 from magnet_jax.evaluation import EvaluationInterrupted, Evaluator, format_results, write_json_atomic
 from magnet_jax.evaluation.evaluator import save_evaluation_picture
-from magnet_jax.inference.engine import MagNetPredictor
+from magnet_jax.evaluation.processes import ProcessGroup
+from magnet_jax.inference.predictor import MagNetPredictor
 
 
 def build_predictor(config, *, backbone: str | None = None, refiners: list[str] | None = None) -> MagNetPredictor:
@@ -35,7 +36,9 @@ def build_predictor(config, *, backbone: str | None = None, refiners: list[str] 
     n = int(config.data.num_classes)
     bb = load_model_weights(backbone or str(config.checkpoint.backbone), str(config.model.backbone), n)
     refs = load_refiners(refiners or [], n, plan.num_refiners_expected, refiner=str(config.model.refiner))
-    return MagNetPredictor(plan, bb, refs if plan.stages else [])
+    from magnet_jax.inference.tiled import StreamOptions
+
+    return MagNetPredictor(plan, bb, refs if plan.stages else [], stream=StreamOptions.from_config(config))
 
 
 def evaluate_to_workdir(
@@ -82,7 +85,9 @@ def evaluate_to_workdir(
         "config": flat_config(config),  # the config these numbers were produced with
     }  # fmt: skip
     try:
-        results = evaluator.run(source, max_images=int(config.eval.max_images), warmup=timed, on_image=on_image)
+        results = evaluator.run(source, max_images=int(config.eval.max_images), warmup=timed, on_image=on_image,
+                                prefetch=int(config.eval.prefetch),
+                                group=ProcessGroup(float(config.eval.process_timeout_s)))  # fmt: skip
     except EvaluationInterrupted as e:
         e.results.update(context)
         if write and jax.process_index() == 0:
@@ -98,5 +103,10 @@ def evaluate_to_workdir(
 
 
 def run_evaluate(config, workdir: str | Path) -> dict:
-    """`main.py --mode=evaluate` (the config already checked)."""
+    """`main.py --mode=evaluate` (the config already checked). Under several processes (`jax.distributed`)
+    each evaluates its share of the split; every process must run the same config in one shared workdir."""
+    from magnet_jax.sharding import maybe_initialize_distributed
+
+    maybe_initialize_distributed()
+    ProcessGroup(float(config.eval.process_timeout_s)).check_same_run(flat_config(config), workdir)
     return evaluate_to_workdir(config, workdir)

@@ -3,7 +3,7 @@
     python main.py --config configs/deepglobe.py --mode=predict --image 'images/*.jpg' --workdir out \
         --config.checkpoint.backbone=fpn.pth --config.checkpoint.refiners=refine.pth
 
-Outputs per image: see `magnet_jax/inference/predict.py`. An image that cannot be read (missing,
+Outputs per image: see `magnet_jax/inference/outputs.py`. An image that cannot be read (missing,
 truncated, corrupt) is skipped with one line naming it; the others are predicted, and
 `OUT/predict_summary.json` lists the skipped files; the command then exits with status 1.
 """
@@ -11,6 +11,7 @@ truncated, corrupt) is skipped with one line naming it; the others are predicted
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Sequence
 
@@ -18,8 +19,8 @@ from absl import logging
 
 from magnet_jax.commands.workdir import flat_config
 from magnet_jax.evaluation import write_json_atomic
-from magnet_jax.inference.engine import MagNetPredictor
-from magnet_jax.inference.predict import expand_images, output_dirs, save_prediction
+from magnet_jax.inference.outputs import expand_images, output_dirs, save_prediction
+from magnet_jax.inference.predictor import MagNetPredictor
 from magnet_jax.preprocess import ImageDecodeError, read_image_rgb
 
 
@@ -46,43 +47,44 @@ def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
     summary: dict = {"plan": predictor.plan.describe(), "model_setup_s": setup_s, "images": [], "skipped": [],
                      "config": flat_config(config)}  # fmt: skip
     written = []
-    from magnet_jax.inference.streamed import StreamedPredictor, StreamOptions, needs_streaming, predict_large
-
-    options = StreamOptions.from_config(config)
-    streamed = StreamedPredictor.from_predictor(predictor, options=options) if needs_streaming(
-        predictor.plan, options) else None  # fmt: skip
-    if streamed is not None:
-        print("streamed prediction: stage maps tile by tile on disk (config.magnet.streamed)", flush=True)
+    if predictor.tiled:
+        print("tiled prediction: stage maps tile by tile on disk (config.magnet.streamed)", flush=True)
     for path, out_dir in zip(paths, output_dirs(paths, workdir), strict=True):
-        if streamed is not None:
-            try:
-                info = predict_large(streamed, path, out_dir, options=options, palette=dataset.palette)
-            except (FileNotFoundError, ImageDecodeError, ValueError) as e:
-                print(f"skipped: {e}", flush=True)
-                summary["skipped"].append({"image": path, "error": str(e)})
-                continue
-            summary["images"].append({"image": path, "output": out_dir, "streamed": info})
-            written.append(out_dir)
-            print(f"{os.path.basename(path)}: streamed -> {out_dir}", flush=True)
-            continue
         try:
-            image = read_image_rgb(path)
-        except (FileNotFoundError, ImageDecodeError) as e:
+            info = _predict_one(predictor, path, out_dir, dataset)
+        except (FileNotFoundError, ImageDecodeError, ValueError) as e:
             logging.error("skipped: %s", e)
             print(f"skipped: {e}", flush=True)
             summary["skipped"].append({"image": path, "error": str(e)})
             continue
-        result = predictor.predict(image)
-        save_prediction(predictor, result, image, out_dir, dataset.palette, class_names=dataset.class_names)
-        timings = {k: round(v, 4) for k, v in result.timings.items()}
-        points = {f"stage{s.index}": s.points for s in result.stages if s.index > 0}
-        summary["images"].append({"image": path, "output": out_dir, "seconds": timings, "points": points})
+        summary["images"].append({"image": path, "output": out_dir, **info})
         written.append(out_dir)
-        stages = ", ".join(f"{k} {v:.2f}" for k, v in timings.items() if k.startswith("stage"))
-        print(f"{os.path.basename(path)}: {result.seconds:.2f} s ({stages}) -> {out_dir}", flush=True)
+        seconds = info["seconds"] if "seconds" in info else info["tiled"]["seconds"]
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in seconds.items() if k.startswith("stage"))
+        print(f"{os.path.basename(path)}: {sum(v for k, v in seconds.items() if k.startswith('stage')):.2f} s "
+              f"({stages}) -> {out_dir}", flush=True)  # fmt: skip
     write_json_atomic(os.path.join(workdir, "predict_summary.json"), summary)
     print(f"predicted {len(written)} of {len(paths)} images; summary: {os.path.join(workdir, 'predict_summary.json')}")
     if summary["skipped"]:
         names = ", ".join(os.path.basename(s["image"]) for s in summary["skipped"])
         raise SkippedImagesError(f"{len(summary['skipped'])} of {len(paths)} images could not be read: {names}")
     return written
+
+
+def _predict_one(predictor: MagNetPredictor, path: str, out_dir: str, dataset) -> dict:
+    """Predicts and writes one image; returns its summary entry. Tiled maps live in a temporary folder
+    inside `out_dir` while the image runs."""
+    if not predictor.tiled:
+        image = read_image_rgb(path)
+        result = predictor.predict(image)
+        return save_prediction(predictor, result, image, out_dir, dataset.palette, class_names=dataset.class_names)
+    from magnet_jax.inference.large_io import open_image
+
+    source = open_image(path)
+    os.makedirs(out_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="magnet_stream_", dir=out_dir) as work:
+        result = predictor.predict(source, work_dir=work)
+        try:
+            return save_prediction(predictor, result, source, out_dir, dataset.palette)
+        finally:
+            result.close()

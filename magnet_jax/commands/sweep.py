@@ -28,6 +28,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jax
+
 from magnet_jax.commands.workdir import flat_config
 
 FIXED_PREFIXES = ("data.", "eval.max_images", "seed")
@@ -121,8 +123,9 @@ class _Models:
         return self._weights[key]
 
     def predictor(self, config):
-        from magnet_jax.inference.engine import MagNetPredictor
         from magnet_jax.inference.plan import plan_from_config
+        from magnet_jax.inference.predictor import MagNetPredictor
+        from magnet_jax.inference.tiled import StreamOptions
         from magnet_jax.weights import parse_checkpoint_list
 
         plan = plan_from_config(config)
@@ -130,11 +133,12 @@ class _Models:
         refiner_paths = parse_checkpoint_list(str(config.checkpoint.refiners)) if plan.stages else []
         if plan.stages and len(refiner_paths) > 1:
             refiner_paths = refiner_paths[: plan.num_refiners_expected]
-        key = (repr(plan), str(config.checkpoint.backbone), tuple(refiner_paths))  # every field of the plan
+        stream = StreamOptions.from_config(config)
+        key = (repr(plan), repr(stream), str(config.checkpoint.backbone), tuple(refiner_paths))  # every plan field
         if key not in self._predictors:
             backbone = self._load(str(config.checkpoint.backbone), str(config.model.backbone), n)
             refiners = [self._load(p, str(config.model.refiner), n) for p in refiner_paths]
-            self._predictors[key] = MagNetPredictor(plan, backbone, refiners)
+            self._predictors[key] = MagNetPredictor(plan, backbone, refiners, stream=stream)
         return self._predictors[key]
 
 
@@ -144,7 +148,9 @@ def run_sweep(config, workdir: str | Path, *, config_path: str | None = None, ar
     from ml_collections import config_flags
 
     from magnet_jax.commands.evaluate import evaluate_to_workdir
+    from magnet_jax.evaluation.processes import ProcessGroup
     from magnet_jax.evaluation.sweep_report import write_report
+    from magnet_jax.sharding import maybe_initialize_distributed
 
     if config_path is None:
         config_path = config_flags.get_config_filename(flags.FLAGS["config"])
@@ -159,6 +165,9 @@ def run_sweep(config, workdir: str | Path, *, config_path: str | None = None, ar
     for c, name in zip(configs, names, strict=True):
         if not str(c.checkpoint.backbone or "").strip():
             raise SweepError(f"sweep point {name!r}: config.checkpoint.backbone is empty: give the trained weights")
+    maybe_initialize_distributed()  # several processes: each evaluates its share of every point's images
+    ProcessGroup(float(config.eval.process_timeout_s)).check_same_run(flat_config(config), workdir)
+    writer = jax.process_index() == 0
     out = workdir / "sweep.jsonl"
     base_hash = _base_hash(config)
     done = _done(out, base_hash)
@@ -178,9 +187,11 @@ def run_sweep(config, workdir: str | Path, *, config_path: str | None = None, ar
         print(f"  MagNet mIoU {100 * res['miou']['refined']:.2f} (coarse {100 * res['miou']['coarse']:.2f}), "
               f"{res['compute']['gflops']:.1f} GFLOP, {res['seconds_per_image']:.3f} s/image", flush=True)
         row.pop("confusion", None)
-        with open(out, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if writer:
+            with open(out, "a") as f:
+                f.write(json.dumps(row) + "\n")
         rows.append(row)
-    write_report(rows, workdir)
+    if writer:
+        write_report(rows, workdir)
     print(f"sweep: {len(rows)} points -> {out}, {workdir / 'sweep.md'}, {workdir / 'sweep.png'}", flush=True)
     return rows

@@ -12,24 +12,24 @@ retracing (validation during training), and the sweeps change only what the plan
 
 from __future__ import annotations
 
+import collections
+import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from magnet_jax.evaluation.memory import PeakMemory
+from magnet_jax.evaluation.processes import ProcessGroup, process_images
 from magnet_jax.evaluation.results import build_results
-from magnet_jax.inference.engine import MagNetPredictor, MagNetResult
-from magnet_jax.inference.stages import effective_batch
+from magnet_jax.inference.kernels import make_patch_view_fn
+from magnet_jax.inference.predictor import MagNetPredictor, prepare_patches
+from magnet_jax.inference.result import MagNetResult
 from magnet_jax.metrics import ConfusionMatrix
-from magnet_jax.models.layers import conv_compute_dtype
-from magnet_jax.ops.conv import forward_algorithm
-from magnet_jax.ops.ensemble import ensemble_patches
 
 
 class EvaluationInterrupted(RuntimeError):
@@ -38,35 +38,6 @@ class EvaluationInterrupted(RuntimeError):
     def __init__(self, message: str, results: dict):
         super().__init__(message)
         self.results = results
-
-
-def make_patch_view_fn(predictor: MagNetPredictor) -> Callable[[nnx.State, jax.Array], jax.Array] | None:
-    """`fn(backbone_state, patches [N, ih, iw, 3]) -> probs [H, W, C]` at the finest scale (jitted), or None
-    for a plan without refinement stages: softmax of the backbone on every patch of the grid, pasted
-    into the scale's map with overlaps averaged."""
-    plan = predictor.plan
-    if not plan.stages:
-        return None
-    stage = plan.stages[-1]
-    n = stage.n_total
-    batch = max(1, min(effective_batch(stage, plan.patch_batch_size), n))
-    n_batches = -(-n // batch)
-    graph = predictor.backbone_graph
-
-    @jax.jit
-    def patch_view(backbone_state, patches):
-        padded = jnp.concatenate([patches, jnp.broadcast_to(patches[:1], (n_batches * batch - n,) + patches.shape[1:])])
-
-        def one(images):
-            with conv_compute_dtype(plan.dtype), forward_algorithm(plan.conv_algorithm):  # as the stages run it
-                logits = nnx.merge(graph, backbone_state)(images)
-            return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-
-        probs = jax.lax.map(one, padded.reshape((n_batches, batch) + patches.shape[1:]))
-        probs = probs.reshape((n_batches * batch,) + probs.shape[2:])[:n]
-        return ensemble_patches(probs, stage.ratios, stage.scale_wh, "average")[0]
-
-    return patch_view
 
 
 class Evaluator:
@@ -82,7 +53,12 @@ class Evaluator:
     def __init__(self, predictor: MagNetPredictor, dataset: Any, *, patch_view: bool = False):
         self.predictor = predictor
         self.dataset = dataset
-        self._patch_fn = make_patch_view_fn(predictor) if patch_view else None
+        self._patch_fn = None
+        if patch_view and predictor.plan.stages:
+            if predictor.tiled:
+                raise ValueError("the patch view scores whole images: set config.magnet.streamed=off for it")
+            plan = predictor.plan
+            self._patch_fn = make_patch_view_fn(predictor.backbone_graph, plan.stages[-1], plan, predictor.mesh)
 
     @property
     def plan(self):
@@ -127,67 +103,148 @@ class Evaluator:
         desc: str = "evaluate",
         warmup: bool = False,
         on_image: Callable[[int, dict, dict[str, np.ndarray]], None] | None = None,
+        prefetch: int = 2,
+        group: ProcessGroup | None = None,
     ) -> dict:
         """Evaluates the first `max_images` samples (all if < 0) of `source`; returns the results dict
-        (`results.build_results`: `miou`, `iou`, `confusion`, timings, memory, compute).
+        (`results.build_results`: `miou`, `iou`, `confusion`, timings, memory, compute) of the whole split.
 
-        `warmup`: compile every stage on a blank image first, so that `seconds_per_image` (the median
-        over images) excludes compilation and `compile_seconds` reports it. `on_image(i, sample, preds)`
-        is called after each image (pictures). A sample that fails to load raises
-        `EvaluationInterrupted` carrying the partial results of the images before it.
+        The images are dealt over the processes (`processes.process_images`) and the partial sums
+        exchanged, so every process returns the same results. `prefetch` worker threads read and
+        preprocess the next images while the current one computes (0: in turn). `warmup`: compile every
+        stage on a blank image first, so that `seconds_per_image` (the median over images) excludes
+        compilation and `compile_seconds` reports it. `on_image(i, sample, preds)` is called after each
+        image (pictures). A sample that fails to load raises `EvaluationInterrupted` carrying the partial
+        results of the images before it (on every process).
         """
         total = len(source) if max_images is None or max_images < 0 else min(len(source), int(max_images))
+        group = group or ProcessGroup()
         cms = self._matrices()
         memory = PeakMemory()
         compile_s = self.predictor.warmup() if warmup else None
         seconds: list[float] = []
         points = np.zeros(len(self.plan.stages), np.float64)
-        bar = _progress_bar(total, desc) if progress and jax.process_index() == 0 else None
-        done = 0
+        bar = _progress_bar(total, desc) if progress and group.index == 0 else None
+        done, error = 0, None
+        t_loop = time.perf_counter()
         try:
-            for i in range(total):
-                try:
-                    sample = source[i]
-                except Exception as e:  # noqa: BLE001 - reported with the sample index, results kept
-                    partial = self._results(cms, done, seconds, points, compile_s, memory, partial=True)
-                    partial["error"] = f"sample {i}: {e}"
-                    raise EvaluationInterrupted(f"evaluation stopped at sample {i} of {total}: {e}", partial) from e
+            mine = process_images(total, group.index, group.count)
+            for i, sample in prefetched(source, mine, self._prepare, prefetch):
+                if isinstance(sample, Exception):
+                    error = {"index": i, "message": f"sample {i}: {sample}"}
+                    break
                 label = np.asarray(sample["label"])
                 t = time.perf_counter()
-                result = self.predictor.predict(sample["image"], keep_patches=self._patch_fn is not None)
-                seconds.append(result.seconds + result.preprocess_seconds)
+                result = self.predictor.predict(
+                    sample["image"], keep_patches=self._patch_fn is not None, prepared=sample.get("prepared")
+                )
+                seconds.append(result.seconds + sample.get("prepare_seconds", result.preprocess_seconds))
                 points += [s.points for s in result.stages[1:]]
                 preds = self._score(cms, result, label)
+                result.close()  # a tiled result's map files
                 done += 1
                 memory.sample()
                 if on_image is not None:
                     on_image(i, sample, preds)
                 if bar is not None:
-                    bar.update(1)
+                    bar.n = group.progress(desc, 1) if group.count > 1 else bar.n + 1
                     bar.set_postfix_str(
                         f"coarse {100 * cms['stages'][0].miou():.1f}, "
                         f"MagNet {100 * cms['stages'][-1].miou():.1f} mIoU, "
                         f"{time.perf_counter() - t:.2f} s/img",
                         refresh=False,
                     )
+                    bar.refresh()
+                elif group.count > 1:
+                    group.progress(desc, 1)
         finally:
             if bar is not None:
                 bar.close()
-        return self._results(cms, done, seconds, points, compile_s, memory, partial=False)
+        wall = time.perf_counter() - t_loop
+        partial = {
+            "stages": [cm.matrix.tolist() for cm in cms["stages"]],
+            "patch": cms["patch"].matrix.tolist() if "patch" in cms else None,
+            "done": done, "seconds": seconds, "points": points.tolist(), "compile": compile_s, "wall": wall,
+            "memory": memory.read(), "error": error,
+        }  # fmt: skip
+        everyone = group.exchange(f"evaluate-{desc}", partial)
+        errors = sorted((e["error"] for e in everyone if e["error"]), key=lambda e: e["index"])
+        results = self._results(everyone, partial=bool(errors))
+        if errors:
+            results["error"] = "; ".join(e["message"] for e in errors)
+            i = errors[0]["index"]
+            first = errors[0]["message"].removeprefix(f"sample {i}: ")
+            raise EvaluationInterrupted(f"evaluation stopped at sample {i} of {total}: {first}", results)
+        return results
 
-    def _results(self, cms, done, seconds, points, compile_s, memory, *, partial: bool) -> dict:
-        return build_results(
+    def _prepare(self, sample: dict) -> dict:
+        """Worker-thread preprocessing of a whole-image sample: its device-ready patches."""
+        if self.predictor.tiled:
+            return sample
+        t = time.perf_counter()
+        prepared = prepare_patches(np.asarray(sample["image"]), self.plan)
+        return {**sample, "prepared": prepared, "prepare_seconds": time.perf_counter() - t}
+
+    def _results(self, everyone: list[dict], *, partial: bool) -> dict:
+        """The results of the whole split from every process's partial sums."""
+        done = sum(e["done"] for e in everyone)
+        points = np.sum([e["points"] for e in everyone], axis=0) if self.plan.stages else np.zeros(0)
+        memories = [e["memory"] for e in everyone]
+        peak = max(memories, key=lambda m: m["peak_memory_mb"])
+        patch = [e["patch"] for e in everyone if e["patch"] is not None]
+        compile_s = [e["compile"] for e in everyone if e["compile"] is not None]
+        results = build_results(
             self.dataset,
             self.plan,
-            stage_matrices=[cm.matrix for cm in cms["stages"]],
-            patch_matrix=cms["patch"].matrix if "patch" in cms else None,
+            stage_matrices=[np.sum(m, axis=0) for m in zip(*(e["stages"] for e in everyone), strict=True)],
+            patch_matrix=np.sum(patch, axis=0) if patch else None,
             num_images=done,
-            seconds=seconds,
-            compile_seconds=compile_s,
+            seconds=[t for e in everyone for t in e["seconds"]],
+            compile_seconds=max(compile_s) if compile_s else None,
             points_refined=(points / max(done, 1)).tolist(),
-            memory=memory.read(),
+            memory=peak,
             partial=partial,
         )
+        wall = max(e["wall"] for e in everyone)
+        results["wall_seconds_per_image"] = round(wall / done, 4) if done else None  # with input overlapped
+        results["processes"] = len(everyone)
+        results["devices_per_process"] = int(self.predictor.mesh.devices.size)
+        return results
+
+
+def prefetched(source, indices, prepare: Callable[[dict], dict], workers: int) -> Iterator[tuple[int, Any]]:
+    """`(i, prepare(source[i]))` in order, up to `workers + 1` samples read ahead by `workers` threads (0: in
+    turn). A sample that fails yields `(i, exception)` and ends the stream."""
+
+    def load(i: int) -> dict:
+        return prepare(source[i])
+
+    if workers <= 0:
+        for i in indices:
+            try:
+                yield i, load(i)
+            except Exception as e:  # noqa: BLE001 - reported with the sample index by the caller
+                yield i, e
+                return
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="magnet-input") as pool:
+        pending = collections.deque()
+        ahead = iter(indices)
+        for i in itertools.islice(ahead, workers + 1):
+            pending.append((i, pool.submit(load, i)))
+        while pending:
+            i, future = pending.popleft()
+            try:
+                sample = future.result()
+            except Exception as e:  # noqa: BLE001 - reported with the sample index by the caller
+                for _, f in pending:
+                    f.cancel()
+                yield i, e
+                return
+            nxt = next(ahead, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(load, nxt)))
+            yield i, sample
 
 
 def _progress_bar(total: int, desc: str):
@@ -198,7 +255,7 @@ def _progress_bar(total: int, desc: str):
 
 def save_evaluation_picture(path: Path, sample: dict, preds: dict[str, np.ndarray], dataset: Any) -> None:
     """image | ground truth | coarse | (patch |) MagNet, captioned, with the class legend."""
-    from magnet_jax.inference import figures
+    from magnet_jax.visualization import figures
 
     views = {"coarse": preds["coarse"]}
     if "patch" in preds:

@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from magnet_jax.inference.engine import MagNetPredictor
-from magnet_jax.inference.stages import effective_batch, make_refine_stage_fn, make_stage0_fn
+from magnet_jax.inference.kernels import make_stage0_fn, patch_batch
+from magnet_jax.inference.predictor import MagNetPredictor
+from magnet_jax.inference.stages import make_refine_stage_fn
 
 
 def _flops(lowered) -> float:
@@ -39,13 +40,14 @@ def stage_gflops(predictor: MagNetPredictor) -> list[float]:
     stage0 = make_stage0_fn(predictor.backbone_graph, dtype=plan.dtype, conv_algorithm=plan.conv_algorithm)
     out = [_flops(stage0.lower(bb_state, spec((1, ih, iw, 3), jnp.float32)).compile())]
     prev_hw = plan.input_hw
-    for st in plan.stages:
-        ref_graph, ref_state = nnx.split(predictor.refiner_of(st.index))
-        phases = make_refine_stage_fn(st, plan, predictor.backbone_graph, ref_graph, split=True).phases
+    for i, st in enumerate(plan.stages):
+        ref_graph, ref_state = nnx.split(predictor.refiner_of(st.index))[0], predictor.refiner_state(i)
+        mesh = predictor.mesh
+        phases = make_refine_stage_fn(st, plan, predictor.backbone_graph, ref_graph, mesh=mesh, split=True).phases
         up = spec((st.size_hw[0], st.size_hw[1], c), jnp.float32)
         selected = spec((st.k,), jnp.int32)
         patches = spec((st.n_total, ih, iw, 3), jnp.float32)
-        n_batches = -(-st.k // effective_batch(st, plan.patch_batch_size))
+        n_batches = -(-st.k // patch_batch(st, plan))
         total = _flops(phases["upsample"].lower(spec((prev_hw[0], prev_hw[1], c), jnp.float32)).compile())
         total += _flops(phases["select"].lower(up).compile())
         total += n_batches * _flops(phases["refine"].lower(bb_state, ref_state, up, patches, selected).compile())

@@ -1,11 +1,11 @@
-"""MagNet's stages as pure, jit-compiled functions of static shapes (NHWC, one image).
+"""MagNet's refinement stage on a whole image as a pure, jit-compiled function of static shapes (NHWC).
 
-`make_stage0_fn` and `make_refine_stage_fn` turn a plan (`plan.py`) and the models' NNX graph
-definitions into functions of arrays only (model states, probabilities, image patches). Every
-shape inside is fixed by the plan: patch selection is `k` indices out of `N`, backbone and refiner
-run over the `k` selected patches in sub-batches of one compiled size (padded), points are chosen
-with a fixed budget and written with a mask instead of the original's boolean indexing. Nothing
-inside a stage goes back to the host.
+`make_refine_stage_fn` turns a plan (`plan.py`) and the models' NNX graph definitions into a function of
+arrays only (model states, probabilities, image patches), built from the region kernels (`kernels.py`)
+with the whole stage map as the one region. Every shape inside is fixed by the plan: patch selection is
+`k` indices out of `N`, backbone and refiner run over the `k` selected patches in sub-batches of one
+compiled size (padded), points are chosen with a fixed budget and written with a mask instead of the
+original's boolean indexing. Nothing inside a stage goes back to the host.
 
 One refinement stage at scale S (MAGNET_SPEC.md section 2, steps 1-9):
   P = bilinear(P_prev -> S); U = 1 - certainty(P); patch scores = mean RoI Align of U per patch;
@@ -30,65 +30,30 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
+import numpy as np
+from jax.sharding import Mesh
 
+from magnet_jax.inference import kernels
 from magnet_jax.inference.plan import MagNetPlan, StagePlan
 from magnet_jax.inference.select import sampled_mask, select_top_mask, smooth_error
-from magnet_jax.models import refinement
-from magnet_jax.models.layers import conv_compute_dtype
-from magnet_jax.ops.conv import forward_algorithm
 from magnet_jax.ops.ensemble import ensemble_patches
 from magnet_jax.ops.patches import certainty
 from magnet_jax.ops.resize import resize_bilinear
-from magnet_jax.ops.roi_align import required_samples, roi_align
+from magnet_jax.ops.roi_align import required_samples
 
-# The pixel-selection helpers live in `select.py`; they stay importable from here.
-__all__ = [
-    "effective_batch",
-    "make_final_fn",
-    "make_refine_stage_fn",
-    "make_stage0_fn",
-    "select_top_mask",
-    "smooth_error",
-]
-
-# ----------------------------------------------------------------------------- stage functions
-
-
-def _apply_model(graphdef, state, *args):
-    return nnx.merge(graphdef, state)(*args)
-
-
-def make_stage0_fn(backbone_graphdef, *, dtype: str = "float32", conv_algorithm: str = "auto") -> Callable:
-    """`stage0(backbone_state, patch [1, ih, iw, 3]) -> (probs [ih, iw, C], argmax [ih, iw] uint8)` (jitted).
-
-    `dtype`: the convolutions' operand dtype (`plan.dtype`, see `models.layers.conv_compute_dtype`);
-    `conv_algorithm`: their forward algorithm (`plan.conv_algorithm`, see `ops.conv.forward_algorithm`).
-    """
-
-    @jax.jit
-    def stage0(backbone_state, patch):
-        with conv_compute_dtype(dtype), forward_algorithm(conv_algorithm):
-            logits = _apply_model(backbone_graphdef, backbone_state, patch)
-        probs = refinement.class_probabilities(logits)[0]
-        return probs, jnp.argmax(probs, axis=-1).astype(jnp.uint8)
-
-    return stage0
-
-
-def effective_batch(stage: StagePlan, patch_batch_size: int) -> int:
-    """Sub-batch size of a stage: the configured size (0: 1 on CPU, where larger batches only cost memory
-    and time, 8 on accelerators), but never more than the patches refined."""
-    size = int(patch_batch_size)
-    if size <= 0:
-        size = 1 if jax.default_backend() == "cpu" else 8
-    return max(1, min(size, stage.k))
+__all__ = ["make_refine_stage_fn"]
 
 
 def make_refine_stage_fn(
-    stage: StagePlan, plan: MagNetPlan, backbone_graphdef, refiner_graphdef, *, split: bool | None = None
+    stage: StagePlan,
+    plan: MagNetPlan,
+    backbone_graphdef,
+    refiner_graphdef,
+    *,
+    mesh: Mesh | None = None,
+    split: bool | None = None,
 ) -> Callable:
-    """The refinement stage `stage.index` as a pure function of arrays, compiled once.
+    """The refinement stage `stage.index` on the whole image as a pure function of arrays, compiled once.
 
     `fn(backbone_state, refiner_state, probs_prev [h, w, C], patches [N, ih, iw, 3]) -> dict` with
     `probs` `[H, W, C]` (the stage's output P), `argmax` `[H, W]` uint8, `uncertainty` `[H, W]`
@@ -96,12 +61,12 @@ def make_refine_stage_fn(
     were chosen from), `selected` `[k]` int32 (patch indices in selection order), `points` (number of
     pixels written) and `refined` `[H, W]` bool (those pixels).
 
-    The stage has four phases: `upsample` (step 1), `select` (steps 2-4), `refine` (step 5: backbone,
-    coarse crops and refiner over the selected patches in `lax.map` sub-batches) and `finish` (steps
-    6-9). With `split=False` they are one `jax.jit`; with `split=True` (the default on CPU) each phase is its
-    own `jax.jit`, chained on the device without any transfer: the large maps are then materialised
-    between phases, which on XLA:CPU avoids fusions that recompute the upsampled map per consumer
-    (several times faster there).
+    The stage has four phases: `upsample` (step 1), `select` (steps 2-4), `refine` (step 5: the region
+    kernel `kernels.make_refine_fn` over the selected patches, split over the devices of `mesh`) and
+    `finish` (steps 6-9). With `split=False` they are one `jax.jit`; with `split=True` (the default on
+    CPU) each phase is its own `jax.jit`, chained on the device without any transfer: the large maps are
+    then materialised between phases, which on XLA:CPU avoids fusions that recompute the upsampled map
+    per consumer (several times faster there).
     """
     if split is None:
         split = jax.default_backend() == "cpu"
@@ -109,40 +74,35 @@ def make_refine_stage_fn(
     h, w = stage.size_hw
     ih, iw = plan.input_hw
     k = stage.k
-    batch = effective_batch(stage, plan.patch_batch_size)
-    n_batches = -(-k // batch)
+    batch = kernels.patch_batch(stage, plan)
+    total = kernels.padded_count(k, batch, mesh)
     boxes_np = stage.boxes  # [N, 4] float32 pixels of this scale
     max_samples = required_samples(boxes_np, (ih, iw))
-    dtype = plan.dtype  # the convolutions' operand dtype; everything else stays float32
+    origin = np.zeros(2, np.int32)  # the whole image is the one region of the stage
+    mapped = kernels.make_refine_fn(
+        backbone_graphdef, refiner_graphdef, mesh, batch=batch, boxes=boxes_np, input_hw=(ih, iw), full_hw=(h, w),
+        dtype=plan.dtype, conv_algorithm=plan.conv_algorithm,
+    )  # fmt: skip
 
     def upsample(probs_prev):
         # 1. upsample the previous probabilities
         return resize_bilinear(probs_prev[None].astype(jnp.float32), (h, w), align_corners=False)[0]
 
     def select(probs):
-        # 2. uncertainty
-        unc = 1.0 - certainty(probs)
-        # 3. patch scores: mean RoI Align of the uncertainty over each patch
-        scores = roi_align(unc[..., None], boxes_np, (ih, iw), max_samples=max_samples).mean(axis=(1, 2, 3))
+        # 2-3. uncertainty, patch scores (mean RoI Align of the uncertainty over each patch)
+        unc = kernels.uncertainty(probs)
+        scores = kernels.patch_scores(
+            unc, boxes_np, origin, input_hw=(ih, iw), max_samples=max_samples, full_hw=(h, w)
+        )
         # 4. patch selection (k static): reference keeps the least uncertain (ascending), paper the most
         order = jnp.argsort(scores if reference else -scores, stable=True).astype(jnp.int32)
         return unc, order[:k]
 
     def refine(backbone_state, refiner_state, probs, patches, selected):
-        # 5. backbone + coarse crops + refiner on the selected patches, sub-batches of one shape
-        padded = jnp.concatenate([selected, jnp.broadcast_to(selected[:1], (n_batches * batch - k,))])
-        boxes = jnp.asarray(boxes_np)
-
-        def refine_batch(ids):
-            backbone = nnx.merge(backbone_graphdef, backbone_state)
-            images, crop_boxes = jnp.take(patches, ids, axis=0), jnp.take(boxes, ids, axis=0)
-            refiner = nnx.merge(refiner_graphdef, refiner_state)
-            with conv_compute_dtype(dtype), forward_algorithm(plan.conv_algorithm):
-                fine, coarse = refinement.refiner_inputs(backbone, images, probs, crop_boxes, max_samples=max_samples)
-                return refinement.class_probabilities(refinement.refine(refiner, fine, coarse))
-
-        refined = jax.lax.map(refine_batch, padded.reshape(n_batches, batch))
-        return refined.reshape((n_batches * batch,) + refined.shape[2:])[:k]
+        # 5. backbone + coarse crops + refiner on the selected patches, padded with the first one
+        padded = jnp.concatenate([selected, jnp.broadcast_to(selected[:1], (total - k,))])
+        images = jnp.take(patches, padded, axis=0)
+        return mapped(backbone_state, refiner_state, probs, origin, images, padded)[:k]
 
     def finish(probs, unc, selected, refined):
         # 6. ensemble (overlaps overwritten in selection order in reference mode)
@@ -187,21 +147,5 @@ def make_refine_stage_fn(
         refined = refine_j(backbone_state, refiner_state, probs, patches, selected)
         return finish_j(probs, unc, selected, refined)
 
-    chained.phases = {
-        "upsample": upsample_j,
-        "select": select_j,
-        "refine": refine_j,
-        "finish": finish_j,
-    }  # for profiling
+    chained.phases = {"upsample": upsample_j, "select": select_j, "refine": refine_j, "finish": finish_j}
     return chained
-
-
-def make_final_fn(out_hw: tuple[int, int]) -> Callable:
-    """`fn(probs [h, w, C]) -> argmax [H, W] uint8` after bilinear(ac=False) resizing to `out_hw` (jitted)."""
-
-    @jax.jit
-    def final(probs):
-        up = resize_bilinear(probs[None].astype(jnp.float32), out_hw, align_corners=False)[0]
-        return jnp.argmax(up, axis=-1).astype(jnp.uint8)
-
-    return final

@@ -1,10 +1,11 @@
-"""Jit-compiled pieces of a refinement stage on one tile (streamed inference), NHWC.
+"""The tile-only steps of a tiled refinement stage (NHWC): ensemble and error samples of a tile's owned
+pixels, the input-size median, and the point write with the global threshold.
 
-Each piece computes, for the pixels or patches of one tile, exactly the numbers the whole-image
-stage (`stages.make_refine_stage_fn`, `compat="paper"`) computes for them: the same operations in the
-same order, with every index and weight taken from the full map (taps, RoI Align positions, cover
-tables), so the tile results are the whole-image results bit for bit. Shapes are the stage's padded
-tile shapes (`tiling.StageTiling`), so each piece compiles once per stage; index arrays are arguments.
+Each computes, for the pixels of one tile, exactly the numbers the whole-image stage
+(`stages.make_refine_stage_fn`, `compat="paper"`) computes for them, with every index taken from the full
+map (cover tables), so tile results are whole-image results bit for bit. Shapes are the stage's padded
+tile shapes (`tiling.StageTiling`): each compiles once per stage. The steps both runs share (upsampling,
+uncertainty, patch scores, refinement) are the region kernels of `kernels.py`.
 """
 
 from __future__ import annotations
@@ -14,119 +15,11 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
-from jax.sharding import Mesh
 
-from magnet_jax.ops.conv import forward_algorithm
 from magnet_jax.ops.median import median_filter
 from magnet_jax.ops.patches import certainty
-from magnet_jax.ops.resize import resize_bilinear
-from magnet_jax.ops.roi_align import required_samples, roi_align
-from magnet_jax.sharding import DATA_AXIS
 
-__all__ = [
-    "ensemble_error",
-    "finish_tile",
-    "make_refine_fn",
-    "median_small",
-    "patch_scores",
-    "resize_to_box",
-    "uncertainty",
-    "upsample_region",
-]
-
-
-def _lerp(x: jax.Array, i0, i1, w0, w1, axis: int) -> jax.Array:
-    """`ops.resize._lerp_axis` with the taps as arrays: two gathers and a lerp along `axis`."""
-    shape = [1] * x.ndim
-    shape[axis] = i0.shape[0]
-    return jnp.take(x, i0, axis=axis) * w0.reshape(shape) + jnp.take(x, i1, axis=axis) * w1.reshape(shape)
-
-
-@functools.partial(jax.jit, static_argnames=("skip_h", "skip_w"))
-def upsample_region(prev, rows, cols, *, skip_h: bool, skip_w: bool) -> jax.Array:
-    """Bilinear (align_corners=False) upsampling of a region: `prev [ph, pw, C]` window -> `[RH, RW, C]` float32.
-
-    `rows` / `cols`: `(i0, i1, w0, w1)` taps relative to the window (`tiling.taps_for`); rows first, then
-    columns, an axis whose size does not change is left alone (as `ops.resize.resize_bilinear`).
-    """
-    x = prev.astype(jnp.float32)
-    if not skip_h:
-        x = _lerp(x, *rows, axis=0)
-    if not skip_w:
-        x = _lerp(x, *cols, axis=1)
-    return x
-
-
-@jax.jit
-def uncertainty(probs: jax.Array) -> jax.Array:
-    """`1 - certainty(P)`: `[h, w, C]` -> `[h, w]`."""
-    return 1.0 - certainty(probs)
-
-
-@functools.partial(jax.jit, static_argnames=("input_hw", "max_samples", "full_hw"))
-def patch_scores(probs, boxes, origin, *, input_hw, max_samples, full_hw) -> jax.Array:
-    """The selection score per patch, mean RoI Align of `1 - certainty(P)` (as the whole-image select phase).
-
-    `probs`: the P region at `origin`; `boxes [n, 4]` in full-map pixels -> `[n]`.
-    """
-    unc = 1.0 - certainty(probs)
-    crops = roi_align(unc[..., None], boxes, input_hw, max_samples=max_samples, full_hw=full_hw, origin=origin)
-    return crops.mean(axis=(1, 2, 3))
-
-
-def make_refine_fn(
-    backbone_graphdef, refiner_graphdef, mesh: Mesh, *, batch: int, boxes: np.ndarray, input_hw, full_hw,
-    conv_algorithm: str = "auto",
-):  # fmt: skip
-    """`refine(bb_state, rf_state, probs_region, origin, patches [G, ih, iw, 3], ids [G]) -> R [G, ih, iw, C]`.
-
-    `R = softmax(refiner(softmax(backbone(patch)), RoI Align(P, box)))` for the grid patches `ids`, the
-    coarse crops taken from the tile's P region at `origin` (`boxes`: the stage's `[N, 4]` float32 boxes in
-    full-map pixels). Each device runs its share of the batch (`G` a multiple of `batch` x devices;
-    `shard_map` over the mesh's `data` axis) with the whole-image stage's program
-    (`stages.make_refine_stage_fn`): a `lax.map` over sub-batches of `batch`, the boxes gathered from the
-    constant box table and cropped in the loop body. XLA:CPU contracts multiply-adds into FMAs
-    differently in other arrangements, so the same program is what gives the same numbers (and the same
-    `conv_algorithm`, `plan.conv_algorithm`).
-    """
-    spec = jax.sharding.PartitionSpec
-    max_samples = required_samples(boxes, input_hw)
-
-    def per_device(backbone_state, refiner_state, probs, origin, patches, ids):
-        n = patches.shape[0]
-        table = jnp.asarray(boxes)
-
-        def body(xs):
-            local, grid_ids = xs
-            with forward_algorithm(conv_algorithm):
-                fine = nnx.merge(backbone_graphdef, backbone_state)(jnp.take(patches, local, axis=0))
-            fine = jax.nn.softmax(fine.astype(jnp.float32), -1)
-            coarse = roi_align(
-                probs, jnp.take(table, grid_ids, axis=0), input_hw, max_samples=max_samples, full_hw=full_hw,
-                origin=origin,
-            )  # fmt: skip
-            with forward_algorithm(conv_algorithm):
-                logits = nnx.merge(refiner_graphdef, refiner_state)(fine, coarse)
-            return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-
-        local = jnp.arange(n, dtype=jnp.int32).reshape(n // batch, batch)
-        out = jax.lax.map(body, (local, ids.reshape(n // batch, batch)))
-        return out.reshape((n,) + out.shape[2:])
-
-    sharded = jax.shard_map(
-        per_device,
-        mesh=mesh,
-        in_specs=(spec(), spec(), spec(), spec(), spec(DATA_AXIS), spec(DATA_AXIS)),
-        out_specs=spec(DATA_AXIS),
-    )
-    return jax.jit(sharded)
-
-
-@functools.partial(jax.jit, static_argnames=("box_hw",))
-def resize_to_box(refined: jax.Array, *, box_hw: tuple[int, int]) -> jax.Array:
-    """Refined patches `[n, ih, iw, C]` resized to the patch box `[n, bh, bw, C]` (as the ensemble does)."""
-    return resize_bilinear(refined, box_hw, align_corners=False)
+__all__ = ["ensemble_error", "finish_tile", "median_small", "pad_to"]
 
 
 def _ranks(lut, xi, yi, slots_h: int):

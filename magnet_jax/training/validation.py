@@ -14,8 +14,8 @@ from typing import Any
 from flax import nnx
 
 from magnet_jax.evaluation import Evaluator
-from magnet_jax.inference.engine import MagNetPredictor
 from magnet_jax.inference.plan import MagNetPlan
+from magnet_jax.inference.predictor import MagNetPredictor
 
 
 class Validator:

@@ -18,7 +18,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from magnet_jax.inference.figure_layout import (
+from magnet_jax.preprocess import coarse_crop, resize_image
+from magnet_jax.visualization.figure_layout import (
     IGNORE_COLOR,
     class_handles,
     heat,
@@ -28,8 +29,7 @@ from magnet_jax.inference.figure_layout import (
     show,
     to_size,
 )
-from magnet_jax.inference.visualize import colorize, overlay
-from magnet_jax.preprocess import resize_image
+from magnet_jax.visualization.pictures import colorize, overlay
 
 __all__ = [
     "evaluation_figure",
@@ -256,7 +256,7 @@ def stage_figures(result, plan, image: np.ndarray, class_names: Sequence[str], p
             if tuple(plan.crop_wh) != tuple(plan.scales[0]):
                 iw, ih = plan.input_wh
                 caption += f" (As the original: its top-left {cw}x{ch} patch, resized to {iw}x{ih}.)"
-            first = resize_image(np.ascontiguousarray(scaled[:ch, :cw]), plan.input_wh)
+            first = coarse_crop(lambda y0, y1, x0, x1, a=scaled: a[y0:y1, x0:x1], plan.crop_wh, plan.input_wh)
             title = "Stage 0: coarse segmentation"
             figs.append(stage_figure(first, s.argmax, class_names, palette, title=title, caption=caption))
             continue

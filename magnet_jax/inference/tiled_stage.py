@@ -1,4 +1,4 @@
-"""One refinement stage of streamed inference, tile by tile, with its maps on the host.
+"""One refinement stage of tiled inference, tile by tile, with its maps on the host.
 
 Passes over the tiles (`tiling.py`), x-major:
 1. (MagNet-Fast only, `k < N`) patch scores: upsample P, uncertainty, mean RoI Align per patch; the
@@ -22,17 +22,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from magnet_jax.inference import tile_ops
+from magnet_jax.inference import kernels, tile_ops
 from magnet_jax.inference.host_maps import HostMap, ScaledImage
 from magnet_jax.inference.plan import MagNetPlan, StagePlan
 from magnet_jax.inference.points import point_rule
+from magnet_jax.inference.result import StageResult
 from magnet_jax.inference.tiling import StageTiling, Tile
 from magnet_jax.ops.resize import resize_bilinear
-from magnet_jax.preprocess import normalize, resize_image
 from magnet_jax.runtime import release_heap
 from magnet_jax.sharding import data_sharding, replicated
 
-__all__ = ["StageContext", "StreamedStage", "run_stage", "stage_batch"]
+__all__ = ["StageContext", "run_stage"]
 
 
 @dataclasses.dataclass
@@ -41,7 +41,7 @@ class StageContext:
 
     plan: MagNetPlan
     mesh: jax.sharding.Mesh
-    refine: object  # tile_ops.make_refine_fn(...) for this stage's refiner
+    refine: object  # jitted kernels.make_refine_fn(...) for this stage's refiner
     backbone_state: object  # replicated on the mesh
     refiner_state: object
     image: ScaledImage  # the image at this stage's scale
@@ -49,26 +49,6 @@ class StageContext:
     folder: str | None
     preview_hw: tuple[int, int]
     ram_bytes: int  # maps up to this size stay in RAM
-
-
-@dataclasses.dataclass
-class StreamedStage:
-    index: int
-    size_hw: tuple[int, int]
-    probs: HostMap | None  # P after the stage (None at the last stage)
-    labels: HostMap | None  # argmax [H, W] uint8 (last stage, or when asked for)
-    preview: np.ndarray  # argmax sampled at preview_hw
-    error: np.ndarray  # [ih, iw] smoothed error score (the input-size map the points came from)
-    uncertainty: np.ndarray  # [ih, iw] uncertainty at the same sampled pixels
-    selected: np.ndarray | None  # [k] selected patches in selection order (None: all, k == N)
-    points: int
-    seconds: float
-
-
-def stage_batch(stage: StagePlan, plan: MagNetPlan) -> int:
-    """Patches per device and call: as the whole-image stage's sub-batch (`config.magnet.patch_batch_size`)."""
-    size = int(plan.patch_batch_size) or (1 if jax.default_backend() == "cpu" else 8)
-    return max(1, min(size, stage.k))
 
 
 class _Upsampler:
@@ -90,38 +70,26 @@ class _Upsampler:
         (lo_r, *rt), (lo_c, *ct) = rows, cols
         window = self.prev.read(lo_r, min(lo_r + ph, self.prev.shape[0]), lo_c, min(lo_c + pw, self.prev.shape[1]))
         window = tile_ops.pad_to(window, (ph, pw, window.shape[2]))
-        return tile_ops.upsample_region(window, tuple(rt), tuple(ct), skip_h=self.skip[0], skip_w=self.skip[1])
-
-
-def _patch_images(ctx: StageContext, stage: StagePlan, ids: list[int]) -> np.ndarray:
-    """Normalised input patches `[n, ih, iw, 3]` of grid patches `ids` (as `engine.prepare_patches`)."""
-    crops = np.asarray([stage.crops_px[n] for n in ids])
-    x0, y0, x1, y1 = crops[:, 0].min(), crops[:, 1].min(), crops[:, 2].max(), crops[:, 3].max()
-    region = ctx.image.read(int(y0), int(y1), int(x0), int(x1))
-    out = [
-        resize_image(np.ascontiguousarray(region[b - y0 : d - y0, a - x0 : c - x0]), ctx.plan.input_wh)
-        for a, b, c, d in crops
-    ]
-    return normalize(np.stack(out))
+        return kernels.upsample_region(window, tuple(rt), tuple(ct), skip_h=self.skip[0], skip_w=self.skip[1])
 
 
 def _refine_tile(ctx, stage, tiling, probs_region, origin, ids) -> np.ndarray:
     """Refined patches of `ids`, resized to the box: `[n, bh, bw, C]` float32 on the host.
 
-    Calls of `stage_batch x devices` patches (the last one padded with a selected patch, as the
+    Calls of `kernels.patch_batch x devices` patches (the last one padded with a selected patch, as the
     whole-image stage pads), the tile's P region replicated once on the mesh.
     """
-    g = stage_batch(stage, ctx.plan) * ctx.mesh.devices.size
+    g = kernels.patch_batch(stage, ctx.plan) * ctx.mesh.devices.size
     padded = ids + [ids[0]] * (-len(ids) % g)
     data, rep = data_sharding(ctx.mesh), replicated(ctx.mesh)
     probs_rep, origin_rep = jax.device_put((probs_region, origin), rep)
     out = []
     for start in range(0, len(padded), g):
         chunk = padded[start : start + g]
-        images = jax.device_put(_patch_images(ctx, stage, chunk), data)
+        images = jax.device_put(kernels.patch_inputs(ctx.image.read, stage, ctx.plan, chunk), data)
         ids_d = jax.device_put(np.asarray(chunk, np.int32), data)
         refined = ctx.refine(ctx.backbone_state, ctx.refiner_state, probs_rep, origin_rep, images, ids_d)
-        out.append(np.asarray(tile_ops.resize_to_box(np.asarray(refined), box_hw=tiling.box_hw)))
+        out.append(np.asarray(kernels.resize_to_box(np.asarray(refined), box_hw=tiling.box_hw)))
     return np.concatenate(out)[: len(ids)]
 
 
@@ -138,7 +106,8 @@ def _select(ctx, stage, tiling, up) -> tuple[np.ndarray, np.ndarray | None]:
         ids = tiling.own_patches(tile, everything)
         y0, _, x0, _ = region = tiling.region(tile, everything)
         boxes = tiling.boxes_f[ids + [ids[0]] * (width - len(ids))]
-        got = tile_ops.patch_scores(up(*region, tiling.region_max), boxes, np.array([y0, x0], np.int32), **static)
+        unc = kernels.uncertainty(up(*region, tiling.region_max))
+        got = kernels.patch_scores(unc, boxes, np.array([y0, x0], np.int32), **static)
         scores[ids] = np.asarray(got)[: len(ids)]
     order = np.argsort(-scores, kind="stable")[: stage.k].astype(np.int32)
     selected = np.zeros(n, bool)
@@ -168,9 +137,11 @@ def _preview_rows(size: int, n: int) -> np.ndarray:
 
 
 def run_stage(
-    ctx: StageContext, stage: StagePlan, tiling: StageTiling, prev: HostMap, *, last: bool, keep_labels: bool
-):
-    """Runs stage `stage` streamed; returns a `StreamedStage` (see the module docstring)."""
+    ctx: StageContext, stage: StagePlan, tiling: StageTiling, prev: HostMap, *, last: bool, keep_probs: bool,
+    keep_labels: bool,
+) -> StageResult:  # fmt: skip
+    """Runs stage `stage` tile by tile (see the module docstring). Its P map is kept unless this is the last
+    stage and not `keep_probs`; its argmax map at the last stage or with `keep_labels`."""
     t0 = time.perf_counter()
     h, w = tiling.size_hw
     ih, iw = ctx.plan.input_hw
@@ -188,7 +159,7 @@ def run_stage(
         ids = tiling.own_patches(tile, selected)
         ry0, _, rx0, _ = region = tiling.region(tile, selected)
         probs_r = up(*region, tiling.region_max)
-        unc_r = tile_ops.uncertainty(probs_r)
+        unc_r = kernels.uncertainty(probs_r)
         origin = np.array([ry0, rx0], np.int32)
         refined = _refine_tile(ctx, stage, tiling, probs_r, origin, ids) if ids else np.zeros((0, bh, bw, c))
         stack = np.zeros((tiling.slots_hw[0] * slots_h, bh, bw, c), np.float32)
@@ -226,6 +197,7 @@ def run_stage(
     preview = np.zeros((ph, pw), np.uint8)
     points = 0
     smooth_j = jnp.asarray(smooth)
+    keep_p = keep_probs or not last
     for tile in tiling.tiles:
         y0, y1, x0, x1 = tile.owned
         lut, xi, _, yi, _ = tiling.cover_tables(tile, selected, {n: 0 for n in np.nonzero(selected)[0]})
@@ -241,7 +213,7 @@ def run_stage(
         )  # fmt: skip
         points += int(n_pts)
         am = np.asarray(am)[: y1 - y0, : x1 - x0]
-        if not last:
+        if keep_p:
             store.write(y0, x0, np.asarray(out)[: y1 - y0, : x1 - x0])
         if labels is not None:
             labels.write(y0, x0, am)
@@ -252,9 +224,9 @@ def run_stage(
         release_heap()
     if points != rule.points:
         raise RuntimeError(f"stage {stage.index}: wrote {points} points, the budget rule expected {rule.points}")
-    if last:
+    if not keep_p:
         store.close()
-    return StreamedStage(
-        stage.index, (h, w), None if last else store, labels, preview, smooth, unc_small,
-        order, points, time.perf_counter() - t0,
+    return StageResult(
+        stage.index, (h, w), store if keep_p else None, labels, unc_small, smooth, selected=order, points=points,
+        seconds=time.perf_counter() - t0, preview=preview,
     )  # fmt: skip
