@@ -19,6 +19,7 @@ from absl import logging
 from magnet_jax.commands.workdir import flat_config
 from magnet_jax.evaluation import write_json_atomic
 from magnet_jax.inference.engine import MagNetPredictor
+from magnet_jax.inference.label_outputs import OutputOptions
 from magnet_jax.inference.predict import expand_images, output_dirs, save_prediction
 from magnet_jax.preprocess import ImageDecodeError, read_image_rgb
 
@@ -49,6 +50,7 @@ def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
     from magnet_jax.inference.streamed import StreamedPredictor, StreamOptions, needs_streaming, predict_large
 
     options = StreamOptions.from_config(config)
+    outputs = OutputOptions.from_config(config, dataset)
     streamed = StreamedPredictor.from_predictor(predictor, options=options) if needs_streaming(
         predictor.plan, options) else None  # fmt: skip
     if streamed is not None:
@@ -56,7 +58,8 @@ def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
     for path, out_dir in zip(paths, output_dirs(paths, workdir), strict=True):
         if streamed is not None:
             try:
-                info = predict_large(streamed, path, out_dir, options=options, palette=dataset.palette)
+                info = predict_large(streamed, path, out_dir, options=options, palette=dataset.palette,
+                                     class_names=dataset.class_names, outputs=outputs)
             except (FileNotFoundError, ImageDecodeError, ValueError) as e:
                 print(f"skipped: {e}", flush=True)
                 summary["skipped"].append({"image": path, "error": str(e)})
@@ -73,7 +76,8 @@ def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
             summary["skipped"].append({"image": path, "error": str(e)})
             continue
         result = predictor.predict(image)
-        save_prediction(predictor, result, image, out_dir, dataset.palette, class_names=dataset.class_names)
+        save_prediction(predictor, result, image, out_dir, dataset.palette, class_names=dataset.class_names,
+                        image_path=path, outputs=outputs)
         timings = {k: round(v, 4) for k, v in result.timings.items()}
         points = {f"stage{s.index}": s.points for s in result.stages if s.index > 0}
         summary["images"].append({"image": path, "output": out_dir, "seconds": timings, "points": points})

@@ -26,6 +26,7 @@ import numpy as np
 
 from magnet_jax.inference import visualize
 from magnet_jax.inference.engine import MagNetPredictor
+from magnet_jax.inference.label_outputs import OutputOptions, write_label_outputs
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -85,14 +86,19 @@ def save_prediction(
     class_names: Sequence[str] | None = None,
     *,
     figures: bool = True,
+    image_path: str | None = None,
+    outputs: OutputOptions | None = None,
 ) -> None:
     """Writes predictions.npz, the overlay per stage, the uncertainty / error heat maps and, with
     `figures`, the captioned figures (`figures.save_stage_figures`; classes named `class_names`,
-    default `class 0`, `class 1`...)."""
+    default `class 0`, `class 1`...), and the label outputs of `label_outputs.py` (labels.tif for a TIFF
+    `image_path`, `outputs`: ids PNG, polygons)."""
     os.makedirs(out_dir, exist_ok=True)
     np.savez_compressed(
         os.path.join(out_dir, "predictions.npz"), **{f"stage{s.index}": s.argmax for s in result.stages}
     )
+    write_label_outputs(out_dir, np.asarray(result.stages[-1].argmax, np.uint8), image_path=image_path,
+                        image_hw=image.shape[:2], palette=palette, class_names=class_names, options=outputs)
     plan = predictor.plan
     last_hw = plan.last_hw
     for s in result.stages:

@@ -42,7 +42,8 @@ from flax import nnx
 
 from magnet_jax.inference import visualize
 from magnet_jax.inference.host_maps import HostMap, ScaledImage
-from magnet_jax.inference.large_io import ImageSource, open_image, read_sampled, write_label_tiff
+from magnet_jax.inference.label_outputs import write_label_outputs
+from magnet_jax.inference.large_io import ImageSource, open_image, read_sampled
 from magnet_jax.inference.plan import MagNetPlan
 from magnet_jax.inference.stages import make_stage0_fn
 from magnet_jax.inference.stream_stage import StageContext, StreamedStage, run_stage, stage_batch
@@ -222,6 +223,8 @@ def predict_large(
     options: StreamOptions | None = None,
     palette: np.ndarray | None = None,
     mesh=None,
+    class_names=None,
+    outputs=None,
 ) -> dict:
     """Streamed prediction of one image file into `out_dir`; returns the summary it also writes.
 
@@ -245,9 +248,9 @@ def predict_large(
         result = predictor.predict(source, work_dir=work)
         stack.callback(result.close)
         labels = result.labels
-        h, w = labels.shape
         t = time.perf_counter()
-        write_label_tiff(os.path.join(out_dir, "labels.tif"), lambda a, b: labels.read(a, b, 0, w), (h, w), palette)
+        write_label_outputs(out_dir, labels, image_path=image_path, image_hw=source.size_hw, palette=palette,
+                            class_names=class_names, options=outputs, metadata=source.metadata, tiff=True)
         write_s = time.perf_counter() - t
         preview = result.stages[-1].preview
         visualize.save_png(os.path.join(out_dir, "labels_preview.png"), visualize.colorize(preview, palette))

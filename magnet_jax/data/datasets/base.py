@@ -67,6 +67,8 @@ class DatasetSpec:
     list_dir: str = ""
     standard_lists: Mapping[str, str] = dataclasses.field(default_factory=dict)
     standard_split: str = ""  # where the standard lists come from, for results and docs
+    # the dataset's own label id of each train id, for scorer-ready predictions; empty: train ids are the ids
+    train_to_label_id: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +92,7 @@ class ResolvedDataset:
     lists: tuple[tuple[str, str], ...] = ()
     standard_lists: tuple[tuple[str, str], ...] = ()
     standard_split: str = ""
+    train_to_label_id: tuple[int, ...] = ()  # see DatasetSpec
 
     def list_path(self, split: str, workdir: str | None = None) -> str | None:
         """The list file of `split` (synthetic: `<folder>/<split>.txt`, needs `workdir` unless config.data.root)."""
