@@ -208,7 +208,7 @@ def test_predict_large_writes_label_tiff_and_previews(small_case, tmp_path):
         assert cv2.imread(str(out / name)) is not None, name
     assert summary == json.loads((out / "summary.json").read_text())
     assert summary["points"] == {"stage1": res.stages[1].points}
-    assert not list(out.glob("magnet_stream_*"))  # map files removed
+    assert not list(out.glob(".magnet_tmp_*"))  # map files removed
 
 
 def test_streaming_choice_and_errors():

@@ -4,6 +4,12 @@ georeferencing / resolution / OME pixel size and a pyramid, the ids PNG, GeoJSON
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from xml.etree import ElementTree
 
 import cv2
@@ -23,6 +29,7 @@ from magnet_jax.inference.streamed import StreamedPredictor, StreamOptions, pred
 from magnet_jax.models import build_model
 
 C = 5
+HELPERS = Path(__file__).resolve().parent / "helpers"
 UTM_ORIGIN = (500000.0, 5000000.0)
 # GeoKeyDirectory: version 1.1.0, 3 keys: model type projected, raster PixelIsArea, EPSG:32633 (UTM 33N)
 GEOKEYS = (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633)
@@ -177,3 +184,31 @@ def test_predict_label_format_is_checked():
     c.predict.label_format = "labelIds"
     with pytest.raises(ValueError, match="config.predict.label_format: expected 'none' or 'ids'"):
         validate_config(c)
+
+
+@pytest.mark.slow
+def test_map_files_of_a_killed_run_are_removed_by_the_next(tmp_path):
+    """A SIGKILLed streamed run leaves OUT/.magnet_tmp_<pid> with its map files; the next run in OUT removes it."""
+    path, out = tmp_path / "in.tif", tmp_path / "out"
+    tifffile.imwrite(path, _image(256))
+    child = subprocess.Popen([sys.executable, str(HELPERS / "stream_child.py"), str(path), str(out)],
+                             stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not list(out.glob(".magnet_tmp_*/magnet_map_*.raw")):
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the child never wrote a map file"
+            time.sleep(0.05)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    left = list(out.glob(".magnet_tmp_*"))
+    assert [p.name for p in left] == [f".magnet_tmp_{child.pid}"] and list(left[0].glob("magnet_map_*.raw"))
+    live = out / f".magnet_tmp_{os.getppid()}"  # a live process's folder (this test's parent) is kept
+    live.mkdir()
+    plan = make_plan([(64, 64), (256, 256)], (64, 64), (64, 64), C, n_points=0.5)
+    backbone, refiner = _models()
+    streamed = StreamedPredictor(plan, backbone, refiner, options=StreamOptions(mode="on", ram_bytes=0))
+    predict_large(streamed, str(path), str(out))
+    assert sorted(p.name for p in out.glob(".magnet_tmp_*")) == [live.name]
+    assert (out / "labels.tif").is_file()

@@ -33,7 +33,6 @@ import dataclasses
 import json
 import os
 import resource
-import tempfile
 import time
 
 import jax
@@ -41,7 +40,7 @@ import numpy as np
 from flax import nnx
 
 from magnet_jax.inference import visualize
-from magnet_jax.inference.host_maps import HostMap, ScaledImage
+from magnet_jax.inference.host_maps import HostMap, ScaledImage, scratch_dir
 from magnet_jax.inference.label_outputs import write_label_outputs
 from magnet_jax.inference.large_io import ImageSource, open_image, read_sampled
 from magnet_jax.inference.plan import MagNetPlan
@@ -184,9 +183,10 @@ class StreamedPredictor:
         t0 = time.perf_counter()
         first = resize_image(ScaledImage(source, plan.scales[0]).read(0, ch, 0, cw), plan.input_wh)
         probs0, am0 = self._stage0(self._bb_state, normalize(first[None]))
-        prev = HostMap((ih, iw, plan.num_classes), np.float32)
+        folder = work_dir or opts.work_dir  # stage 0's maps too: never the system temporary folder's orphans
+        prev = HostMap((ih, iw, plan.num_classes), np.float32, folder=folder, ram_bytes=opts.ram_bytes)
         prev.write(0, 0, np.asarray(probs0))
-        labels0 = HostMap((ih, iw), np.uint8)
+        labels0 = HostMap((ih, iw), np.uint8, folder=folder, ram_bytes=opts.ram_bytes)
         labels0.write(0, 0, np.asarray(am0))
         zeros = np.zeros((ih, iw), np.float32)
         stages = [
@@ -242,9 +242,7 @@ def predict_large(
     os.makedirs(out_dir, exist_ok=True)
     source = open_image(image_path)
     with contextlib.ExitStack() as stack:
-        work = predictor.options.work_dir or stack.enter_context(
-            tempfile.TemporaryDirectory(prefix="magnet_stream_", dir=out_dir)
-        )
+        work = predictor.options.work_dir or stack.enter_context(scratch_dir(out_dir))
         result = predictor.predict(source, work_dir=work)
         stack.callback(result.close)
         labels = result.labels
