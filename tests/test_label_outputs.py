@@ -22,11 +22,13 @@ from magnet_jax.data import dataset_spec
 from magnet_jax.inference.engine import MagNetPredictor
 from magnet_jax.inference.image_meta import ImageMetadata
 from magnet_jax.inference.label_outputs import OutputOptions
+from magnet_jax.inference.large_io import open_image
 from magnet_jax.inference.plan import make_plan
 from magnet_jax.inference.polygons import label_polygons
 from magnet_jax.inference.predict import save_prediction
 from magnet_jax.inference.streamed import StreamedPredictor, StreamOptions, predict_large
 from magnet_jax.models import build_model
+from magnet_jax.preprocess import ImageDecodeError
 
 C = 5
 HELPERS = Path(__file__).resolve().parent / "helpers"
@@ -212,3 +214,16 @@ def test_map_files_of_a_killed_run_are_removed_by_the_next(tmp_path):
     predict_large(streamed, str(path), str(out))
     assert sorted(p.name for p in out.glob(".magnet_tmp_*")) == [live.name]
     assert (out / "labels.tif").is_file()
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_png_jpeg_above_the_pixel_limit_say_convert_to_tiled_tiff(tmp_path, ext):
+    """A valid 14000x13000 image (zeros: cheap to write) is refused in one line with the conversion command."""
+    path = tmp_path / f"big{ext}"
+    assert cv2.imwrite(str(path), np.zeros((13000, 14000), np.uint8))
+    with pytest.raises(ImageDecodeError) as info:
+        open_image(path)
+    message = str(info.value)
+    assert "\n" not in message and "corrupt" not in message
+    assert f"14000x13000 {'PNG' if ext == '.png' else 'JPEG'} (182 Mpx) is above the 179 Mpx limit" in message
+    assert f"vips tiffsave {path} out.tif --tile --pyramid" in message and "tifffile.imwrite('out.tif'" in message
