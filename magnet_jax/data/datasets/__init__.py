@@ -139,6 +139,7 @@ def dataset_spec(config) -> ResolvedDataset:
         ignore_label=ignore, metric=metric, label_format=_label_format(config, spec), source=kind, lists=lists,
         standard_lists=tuple(spec.standard_lists.items()), standard_split=spec.standard_split,
         train_to_label_id=spec.train_to_label_id if n == len(spec.train_to_label_id) else (),
+        absent_classes=spec.absent_classes,
     )
 
 
