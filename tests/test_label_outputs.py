@@ -227,3 +227,12 @@ def test_png_jpeg_above_the_pixel_limit_say_convert_to_tiled_tiff(tmp_path, ext)
     assert "\n" not in message and "corrupt" not in message
     assert f"14000x13000 {'PNG' if ext == '.png' else 'JPEG'} (182 Mpx) is above the 179 Mpx limit" in message
     assert f"vips tiffsave {path} out.tif --tile --pyramid" in message and "tifffile.imwrite('out.tif'" in message
+
+
+def test_workdir_records_without_the_predict_fields_continue():
+    """predict.* only adds output files: a record written before the fields existed is the same config."""
+    from magnet_jax.commands.workdir import differences, flat_config
+
+    new = flat_config(default_config())
+    old = {k: v for k, v in new.items() if not k.startswith("predict.")}
+    assert differences(old, new) == [] and differences(old, {**new, "predict.label_format": "ids"}) == []
