@@ -54,7 +54,6 @@ def _image(size: int) -> np.ndarray:
     return rgb.astype(np.uint8)
 
 
-@pytest.mark.slow
 def test_geotiff_4096px_streamed_labels_keep_crs_scaled_transform_and_levels(tmp_path):
     rasterio = pytest.importorskip("rasterio")
     openslide = pytest.importorskip("openslide")
