@@ -5,7 +5,7 @@
 
 For each size S, a synthetic S x S RGB image (`magnet_jax/data/synthetic.py` samples of 1024 px, tiled
 with flips) is written once as an uncompressed TIFF (memory-mapped when read) under `--work`, then
-predicted in a fresh process by `magnet_jax.inference.streamed.predict_large` (random-init models:
+predicted in a fresh process by `magnet_jax.inference.outputs.predict_file` (tile by tile) (random-init models:
 the speed does not depend on the weights) with scales halving from S down to 1250-ish, then `--crop`
 (stage 0 sees the whole image at `--crop`), `--input` px patches, all patches, `--points` of the pixels.
 Prints one JSON line per size and a table: per stage the map size, seconds, seconds per megapixel of
@@ -58,10 +58,12 @@ def make_image(path: Path, size: int) -> None:
 def run_one(args) -> dict:
     """Child process: one prediction, its summary with the per-stage sizes."""
     import jax
-    from magnet_jax.inference.streamed import StreamedPredictor, StreamOptions, predict_large
 
     from magnet_jax.compile_cache import enable_compilation_cache
+    from magnet_jax.inference.outputs import predict_file
     from magnet_jax.inference.plan import make_plan
+    from magnet_jax.inference.predictor import MagNetPredictor
+    from magnet_jax.inference.tiled import StreamOptions
     from magnet_jax.models import build_model
 
     if args.cache:
@@ -74,9 +76,9 @@ def run_one(args) -> dict:
     backbone = build_model(args.model, n, seed=0)
     refiner = build_model("refinement", n, seed=1)
     options = StreamOptions(mode="on", tile_patches=args.tile_patches, store_dtype=args.store_dtype, work_dir=args.work)
-    predictor = StreamedPredictor(plan, backbone, refiner, options=options)
+    predictor = MagNetPredictor(plan, backbone, refiner, stream=options)
     t = time.perf_counter()
-    summary = predict_large(predictor, args.image, os.path.join(args.work, f"out_{args.size}"))
+    summary = predict_file(predictor, args.image, os.path.join(args.work, f"out_{args.size}"))["tiled"]
     summary["wall_s"] = round(time.perf_counter() - t, 2)
     summary["scales"] = scales
     summary["model"] = args.model

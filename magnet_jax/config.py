@@ -118,6 +118,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval.num_pictures = 8
     c.eval.prefetch = 2  # input threads reading and preprocessing the next images while one computes (0: in turn)
     c.eval.process_timeout_s = 900.0  # several processes: how long to wait for the others' results before an error
+    c.predict = ml_collections.ConfigDict()  # --mode=predict outputs (magnet_jax/inference/label_outputs.py)
+    c.predict.label_format = "none"  # none | ids: also <stem>_ids.png, input size, the dataset's label ids
+    c.predict.polygons = False  # also labels.geojson: class polygons (map coordinates for georeferenced inputs)
     return c
 
 
@@ -256,6 +259,8 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     if c.train.batch_size < 1:
         raise ValueError(f"config.train.batch_size: expected >= 1, got {c.train.batch_size}")
     parse_int_list(c.train.lr_milestones, "train.lr_milestones")
+    if c.predict.label_format not in ("none", "ids"):
+        raise ValueError(f"config.predict.label_format: expected 'none' or 'ids', got {c.predict.label_format!r}")
 
 
 def load_config_file(path, arg: str | None = None) -> ml_collections.ConfigDict:

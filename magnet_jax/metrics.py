@@ -6,7 +6,10 @@
   and the predictions scores 0, as in the original).
 - mIoU: the mean of the IoU over a dataset-specific set of classes: Cityscapes averages all 19,
   DeepGlobe classes 1..6 (class 0 "unknown" is excluded). The dataset registry resolves the set
-  (`magnet_jax.data.dataset_spec(config).miou_classes`).
+  (`magnet_jax.data.dataset_spec(config).miou_classes`). Classes absent from both the labels and the
+  predictions follow the benchmark's scorer (`ABSENT_RULES`): "zero" counts them as IoU 0 (the original
+  MagNet, kept for DeepGlobe, Gleason, Inria), "skip" leaves them out of the mean (the official
+  Cityscapes scorer, whose IoU is NaN for them).
 - Frequency-weighted IoU (the original's per-image progress-bar number, and its overall Gleason
   number `get_freq_iou`): IoU weighted by the ground-truth pixel share of each averaged class.
 - The overall metric of a benchmark (`overall_score`), one of `METRICS`:
@@ -35,9 +38,15 @@ __all__ = [
     "overall_score",
     "parse_metric",
     "format_iou_table",
+    "ABSENT_RULES",
 ]
 
 METRICS = ("miou", "fwiou", "iou_class:K")
+ABSENT_RULES = {
+    "zero": "classes absent from both ground truth and prediction score IoU 0 in the mean (the original MagNet)",
+    "skip": "classes absent from both ground truth and prediction are left out of the mean "
+    "(NaN in the official Cityscapes scorer, cityscapesscripts)",
+}
 
 
 def confusion_matrix(
@@ -97,12 +106,20 @@ def _classes(conf: np.ndarray, classes: Sequence[int] | None) -> np.ndarray:
     return cls
 
 
-def mean_iou(conf: np.ndarray, classes: Sequence[int] | None = None) -> float:
-    """mIoU over `classes` (all when None or empty); 0 for an empty matrix."""
+def mean_iou(conf: np.ndarray, classes: Sequence[int] | None = None, absent: str = "zero") -> float:
+    """mIoU over `classes` (all when None or empty), absent classes by the rule `absent` (`ABSENT_RULES`);
+    0 for an empty matrix."""
     conf = np.asarray(conf)
+    if absent not in ABSENT_RULES:
+        raise ValueError(f"absent-class rule: expected one of {', '.join(ABSENT_RULES)}, got {absent!r}")
     if conf.sum() == 0:
         return 0.0
-    return float(iou_per_class(conf)[_classes(conf, classes)].mean())
+    cls = _classes(conf, classes)
+    iou = iou_per_class(conf)[cls]
+    if absent == "skip":
+        present = (conf.sum(axis=0) + conf.sum(axis=1))[cls] > 0
+        return float(iou[present].mean()) if present.any() else 0.0
+    return float(iou.mean())
 
 
 def freq_weighted_iou(conf: np.ndarray, classes: Sequence[int] | None = None) -> float:
@@ -131,10 +148,10 @@ def parse_metric(metric: str, num_classes: int, field: str = "config.data.metric
     )
 
 
-def overall_score(conf: np.ndarray, classes: Sequence[int] | None, metric: str) -> float:
+def overall_score(conf: np.ndarray, classes: Sequence[int] | None, metric: str, absent: str = "zero") -> float:
     """A benchmark's overall number from a summed confusion matrix `[n, n]` (a fraction, 0..1).
 
-    - "miou": `mean_iou(conf, classes)`;
+    - "miou": `mean_iou(conf, classes, absent)`;
     - "fwiou": `freq_weighted_iou(conf, classes)` (the original's `get_freq_iou`, Gleason);
     - "iou_class:K": the IoU of class K (`classes` unused; Inria: K = 1, building).
     An empty matrix scores 0.
@@ -142,7 +159,7 @@ def overall_score(conf: np.ndarray, classes: Sequence[int] | None, metric: str) 
     conf = np.asarray(conf)
     kind, k = parse_metric(metric, conf.shape[0], field="metric")
     if kind == "miou":
-        return mean_iou(conf, classes)
+        return mean_iou(conf, classes, absent)
     if kind == "fwiou":
         return freq_weighted_iou(conf, classes)
     return float(iou_per_class(conf)[k]) if conf.sum() else 0.0

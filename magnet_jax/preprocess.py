@@ -55,6 +55,7 @@ def check_image_complete(path: str) -> None:
         size = os.fstat(f.fileno()).st_size
         f.seek(max(0, size - 64))
         tail = f.read()
+    check_pixel_limit(path)
     if head[:3] == b"\xff\xd8\xff":
         if not tail.rstrip(b"\x00\n\r ").endswith(b"\xff\xd9"):
             raise ImageDecodeError(f"cannot read image {path}: truncated JPEG (no end-of-image marker)")
@@ -66,6 +67,54 @@ def check_image_complete(path: str) -> None:
                 im.verify()
         except Exception as e:  # noqa: BLE001 - Pillow raises several types for broken files
             raise ImageDecodeError(f"cannot read image {path}: corrupt PNG ({e})") from None
+
+
+def _png_jpeg_size(path: str) -> tuple[str, int, int] | None:
+    """("PNG" | "JPEG", width, height) from the file header (IHDR / the first SOF marker), else None."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(24)
+        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+            w, h = struct.unpack(">II", head[16:24])
+            return "PNG", w, h
+        if head[:2] != b"\xff\xd8":
+            return None
+        f.seek(2)
+        while True:
+            marker = f.read(4)
+            if len(marker) < 4 or marker[0] != 0xFF:
+                return None
+            kind, length = marker[1], struct.unpack(">H", marker[2:])[0]
+            if 0xC0 <= kind <= 0xCF and kind not in (0xC4, 0xC8, 0xCC):  # start of frame: precision, h, w
+                h, w = struct.unpack(">HH", f.read(5)[1:])
+                return "JPEG", w, h
+            f.seek(length - 2, 1)
+
+
+def decoded_pixel_limit() -> int:
+    """The most pixels a PNG / JPEG may have: Pillow's decompression-bomb limit (it checks PNG files), which
+    is below OpenCV's decoder limit (2^30 pixels)."""
+    from PIL import Image
+
+    return 2 * int(Image.MAX_IMAGE_PIXELS or 2**29)
+
+
+def check_pixel_limit(path: str) -> None:
+    """ImageDecodeError for a PNG / JPEG above `decoded_pixel_limit()`: such images are decoded whole in memory;
+    a tiled TIFF is read by region (`inference/large_io.py`), so the message gives the conversion command."""
+    found = _png_jpeg_size(path)
+    if found is None or found[1] * found[2] <= decoded_pixel_limit():
+        return
+    kind, w, h = found
+    raise ImageDecodeError(
+        f"cannot read image {path}: a {w}x{h} {kind} ({w * h / 1e6:.0f} Mpx) is above the "
+        f"{decoded_pixel_limit() / 1e6:.0f} Mpx limit of PNG / JPEG inputs, which are decoded whole in memory; "
+        "images this large are read by region from a tiled TIFF: "
+        f"convert it, e.g. `vips tiffsave {path} out.tif --tile --pyramid --compression deflate --bigtiff` or "
+        f"`python -c \"import cv2, tifffile; tifffile.imwrite('out.tif', cv2.imread('{path}')[..., ::-1], "
+        "tile=(512, 512), compression='zlib', bigtiff=True)\"`, then predict out.tif"
+    )
 
 
 def read_image_rgb(path: str) -> np.ndarray:

@@ -64,6 +64,8 @@ def test_predict_command(assets, tmp_path):
             "--config.magnet.scales=64-64,128-128,256-256",
             "--config.magnet.n_patches=2",
             "--config.magnet.compat=reference",
+            "--config.predict.label_format=ids",
+            "--config.predict.polygons=True",
             *SMALL,
         ],
         cwd=tmp_path,
@@ -86,6 +88,12 @@ def test_predict_command(assets, tmp_path):
             img = cv2.imread(str(folder / f))
             assert img is not None, f
         assert cv2.imread(str(folder / "stage0_64x64_overlay.png")).shape == (130, 150, 3)
+        # label_format=ids: the last stage at the input size; DeepGlobe has no id table: its train ids
+        ids = cv2.imread(str(folder / f"{name}_ids.png"), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(ids, cv2.resize(preds["stage2"], (150, 130), interpolation=cv2.INTER_NEAREST))
+        polygons = json.loads((folder / "labels.geojson").read_text())["features"]
+        assert polygons and {p["properties"]["class_id"] for p in polygons} <= set(np.unique(preds["stage2"]).tolist())
+        assert not (folder / "labels.tif").exists()  # a PNG input in memory: no label TIFF
     summary = json.loads((out / "predict_summary.json").read_text())
     assert len(summary["images"]) == 2
 

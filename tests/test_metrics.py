@@ -87,3 +87,48 @@ def test_accumulator_and_table():
         {"coarse": acc.miou(), "refined": acc.miou()},
     )
     assert "mIoU" in table and "a *" in table
+
+
+def test_absent_classes_zero_for_the_original_skip_for_the_cityscapes_scorer():
+    # class 0: 4 of 5 right; class 1: never in the ground truth but predicted once (IoU 0, present);
+    # class 2: absent from both ground truth and prediction
+    cm = np.array([[4, 1, 0], [0, 0, 0], [0, 0, 0]])
+    assert metrics.mean_iou(cm, absent="zero") == pytest.approx((4 / 5 + 0 + 0) / 3)  # the original MagNet
+    assert metrics.mean_iou(cm, absent="skip") == pytest.approx((4 / 5 + 0) / 2)  # cityscapesscripts: NaN, skipped
+    assert metrics.overall_score(cm, [0, 1, 2], "miou", "skip") == pytest.approx(0.4)
+    assert metrics.mean_iou(cm, [2], absent="skip") == 0.0  # nothing left to average
+    with pytest.raises(ValueError, match="absent-class rule: expected one of zero, skip, got 'nan'"):
+        metrics.mean_iou(cm, absent="nan")
+
+
+def test_each_benchmark_names_its_absent_class_rule_in_the_protocol():
+    from magnet_jax.data import dataset_spec
+
+    rules = {}
+    for name in ("cityscapes", "deepglobe", "gleason", "inria"):
+        c = default_config()
+        c.data.name = name
+        c.data.num_classes = {"cityscapes": 19, "deepglobe": 7, "gleason": 5, "inria": 2}[name]
+        p = dataset_spec(c).protocol("val")
+        rules[name] = p["absent_classes"]
+        assert p["absent_classes_rule"] == metrics.ABSENT_RULES[p["absent_classes"]]
+    assert rules == {"cityscapes": "skip", "deepglobe": "zero", "gleason": "zero", "inria": "zero"}
+
+
+def test_results_follow_the_datasets_rule_and_name_the_classes_left_out():
+    from magnet_jax.data import dataset_spec
+    from magnet_jax.evaluation.results import build_results, format_results
+    from magnet_jax.inference.plan import make_plan
+
+    cityscapes = dataset_spec(default_config())
+    conf = np.zeros((19, 19), np.int64)
+    conf[0, 0], conf[0, 1], conf[2, 2] = 3, 1, 5  # road 3/4, sidewalk predicted once, building 5/5
+    plan = make_plan([(64, 32), (128, 64)], (64, 32), (64, 32), 19)
+    res = build_results(
+        cityscapes, plan, stage_matrices=[conf, conf], patch_matrix=None, num_images=1, seconds=[1.0],
+        compile_seconds=None, points_refined=[0.0], memory={}, partial=False,
+    )  # fmt: skip
+    assert res["absent_classes"] == "skip"
+    assert res["miou"]["refined"] == pytest.approx((3 / 4 + 0 + 1) / 3)  # 16 classes absent from both: skipped
+    assert res["overall"]["refined"] == res["miou"]["refined"]
+    assert "left out of the mean, absent from ground truth and prediction: wall, fence, pole" in format_results(res)

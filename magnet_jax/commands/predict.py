@@ -11,7 +11,6 @@ truncated, corrupt) is skipped with one line naming it; the others are predicted
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 
@@ -19,9 +18,10 @@ from absl import logging
 
 from magnet_jax.commands.workdir import flat_config
 from magnet_jax.evaluation import write_json_atomic
-from magnet_jax.inference.outputs import expand_images, output_dirs, save_prediction
+from magnet_jax.inference.label_outputs import OutputOptions
+from magnet_jax.inference.outputs import expand_images, output_dirs, predict_file
 from magnet_jax.inference.predictor import MagNetPredictor
-from magnet_jax.preprocess import ImageDecodeError, read_image_rgb
+from magnet_jax.preprocess import ImageDecodeError
 
 
 class SkippedImagesError(RuntimeError):
@@ -47,11 +47,13 @@ def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
     summary: dict = {"plan": predictor.plan.describe(), "model_setup_s": setup_s, "images": [], "skipped": [],
                      "config": flat_config(config)}  # fmt: skip
     written = []
+    outputs = OutputOptions.from_config(config, dataset)
     if predictor.tiled:
         print("tiled prediction: stage maps tile by tile on disk (config.magnet.streamed)", flush=True)
     for path, out_dir in zip(paths, output_dirs(paths, workdir), strict=True):
         try:
-            info = _predict_one(predictor, path, out_dir, dataset)
+            info = predict_file(predictor, path, out_dir, palette=dataset.palette, class_names=dataset.class_names,
+                                outputs=outputs)  # fmt: skip
         except (FileNotFoundError, ImageDecodeError, ValueError) as e:
             logging.error("skipped: %s", e)
             print(f"skipped: {e}", flush=True)
@@ -70,21 +72,3 @@ def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
         raise SkippedImagesError(f"{len(summary['skipped'])} of {len(paths)} images could not be read: {names}")
     return written
 
-
-def _predict_one(predictor: MagNetPredictor, path: str, out_dir: str, dataset) -> dict:
-    """Predicts and writes one image; returns its summary entry. Tiled maps live in a temporary folder
-    inside `out_dir` while the image runs."""
-    if not predictor.tiled:
-        image = read_image_rgb(path)
-        result = predictor.predict(image)
-        return save_prediction(predictor, result, image, out_dir, dataset.palette, class_names=dataset.class_names)
-    from magnet_jax.inference.large_io import open_image
-
-    source = open_image(path)
-    os.makedirs(out_dir, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="magnet_stream_", dir=out_dir) as work:
-        result = predictor.predict(source, work_dir=work)
-        try:
-            return save_prediction(predictor, result, source, out_dir, dataset.palette)
-        finally:
-            result.close()

@@ -24,8 +24,8 @@ from typing import Any
 from magnet_jax.evaluation import write_json_atomic
 
 RECORD_KEY = "_magnet_jax"
-# Compared per run by the checkpoints, or not affecting results at all.
-FREE_PREFIXES = ("train.", "eval.")
+# Compared per run by the checkpoints, or not affecting results at all (predict.*: extra output files).
+FREE_PREFIXES = ("train.", "eval.", "predict.")
 FREE_FIELDS = ("data.num_workers", "magnet.patch_batch_size", "checkpoint.backbone", "checkpoint.refiners")
 # Fields added after records were first written: a record without one was produced with this value.
 ADDED_FIELDS = {"magnet.conv_algorithm": "direct"}

@@ -3,7 +3,7 @@
     {
       "schema": "magnet-jax/results/2",
       "num_images": 16, "partial": false,
-      "class_names": [...], "miou_classes": [...], "metric": "miou",
+      "class_names": [...], "miou_classes": [...], "metric": "miou", "absent_classes": "zero" | "skip",
       "miou":    {"coarse": .., "stages": [stage 0, ..., last], "refined": .., "patch": .. (patch view only)},
       "overall": {"metric": "miou", "coarse": .., "stages": [...], "refined": .., "patch": ..},
       "iou":     {"coarse": [per class], "refined": [...], "patch": [...]},
@@ -66,10 +66,11 @@ def build_results(
     views = {"coarse": stage_matrices[0], "refined": stage_matrices[-1]}
     if patch_matrix is not None:
         views["patch"] = patch_matrix
-    miou = {k: mean_iou(m, classes) for k, m in views.items()}
-    miou["stages"] = [mean_iou(m, classes) for m in stage_matrices]
-    overall = {k: overall_score(m, classes, metric) for k, m in views.items()}
-    overall["stages"] = [overall_score(m, classes, metric) for m in stage_matrices]
+    absent = getattr(dataset, "absent_classes", "zero")  # the benchmark scorer's rule (metrics.ABSENT_RULES)
+    miou = {k: mean_iou(m, classes, absent) for k, m in views.items()}
+    miou["stages"] = [mean_iou(m, classes, absent) for m in stage_matrices]
+    overall = {k: overall_score(m, classes, metric, absent) for k, m in views.items()}
+    overall["stages"] = [overall_score(m, classes, metric, absent) for m in stage_matrices]
     overall["metric"] = metric
     compute = compute_counts(plan)
     compute["points_refined"] = [round(float(p), 1) for p in points_refined]
@@ -81,6 +82,7 @@ def build_results(
         "class_names": list(dataset.class_names),
         "miou_classes": classes,
         "metric": metric,
+        "absent_classes": absent,
         "miou": miou,
         "overall": overall,
         "iou": {k: iou_per_class(m).tolist() for k, m in views.items()},
@@ -115,6 +117,12 @@ def format_results(results: dict) -> str:
             f"{overall['metric']} (the benchmark's overall metric): "
             + ", ".join(f"{heads[k]} {100 * overall[k]:.2f}" for k in cols)
         )
+    if results.get("absent_classes") == "skip":
+        conf = np.asarray(results["confusion"]["refined"])
+        union = conf.sum(0) + conf.sum(1)
+        skipped = [results["class_names"][c] for c in results["miou_classes"] if union[c] == 0]
+        if skipped:
+            lines.append("left out of the mean, absent from ground truth and prediction: " + ", ".join(skipped))
     lines.append("mIoU after each stage: " + " -> ".join(f"{100 * v:.2f}" for v in results["miou"]["stages"]))
     extra = []
     if results.get("seconds_per_image") is not None:

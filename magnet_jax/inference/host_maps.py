@@ -5,6 +5,9 @@
 the call returns (dirty ones are written back by the kernel), so the resident memory stays at one
 region whatever the map's size.
 
+`scratch_dir(parent)` is a run's folder for map files, `parent/.magnet_tmp_<pid>`, removed when the run ends;
+a run killed before that leaves it behind, and the next run in `parent` removes it (its pid is dead).
+
 `ScaledImage` is `cv2.resize(image, scale, INTER_LINEAR)` read by region without resizing the whole
 image. A region is resized from a crop of the source aligned to the scale's ratio (`p / q` per axis:
 crop origins at multiples of `q` output and `p` input pixels, plus a margin), which gives OpenCV the
@@ -16,9 +19,12 @@ image once (in memory) and serve regions from it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from fractions import Fraction
 
 import cv2
@@ -26,9 +32,44 @@ import numpy as np
 
 from magnet_jax.inference.large_io import ImageSource
 
-__all__ = ["HostMap", "ScaledImage", "region_resize_exact"]
+__all__ = ["HostMap", "ScaledImage", "region_resize_exact", "scratch_dir"]
 
 RAM_BYTES = 64 << 20  # maps up to this size stay in RAM
+SCRATCH_PREFIX = ".magnet_tmp_"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_scratch(parent: str) -> list[str]:
+    """Removes the `parent/.magnet_tmp_<pid>` folders of processes no longer running; returns them."""
+    removed = []
+    for name in os.listdir(parent) if os.path.isdir(parent) else ():
+        pid = name[len(SCRATCH_PREFIX) :]
+        if name.startswith(SCRATCH_PREFIX) and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+            removed.append(os.path.join(parent, name))
+    return removed
+
+
+@contextlib.contextmanager
+def scratch_dir(parent: str) -> Iterator[str]:
+    """`parent/.magnet_tmp_<pid>` for this run's map files (stale ones removed first), removed on exit."""
+    os.makedirs(parent, exist_ok=True)
+    remove_stale_scratch(parent)
+    path = os.path.join(parent, f"{SCRATCH_PREFIX}{os.getpid()}")
+    os.makedirs(path, exist_ok=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class HostMap:

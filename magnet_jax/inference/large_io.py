@@ -9,18 +9,21 @@ without loading the whole image when the file allows it:
 - other TIFF layouts (planar, exotic samples) and ordinary images (PNG, JPEG, ...): decoded once in memory.
 Grey images are repeated to RGB, an alpha channel is dropped; anything but 8 bits per sample is refused.
 
-`write_label_tiff` writes a `[H, W]` uint8 label map tile by tile as a deflate-compressed tiled TIFF
-(BigTIFF above 2 GiB uncompressed) with a palette colour map and reduced-resolution levels as SubIFDs
-(a pyramid, as QuPath / OpenSlide-style viewers expect; QGIS reads it too).
+TIFF inputs also carry their metadata (`ImageSource.metadata`, `image_meta.ImageMetadata`: GeoTIFF
+georeferencing, resolution tags, OME pixel sizes), which `label_map.write_label_map` writes back on the
+label map; other inputs have `metadata = None`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import cv2
 import numpy as np
+
+from magnet_jax.inference.image_meta import ImageMetadata, read_tiff_metadata
+from magnet_jax.inference.label_map import write_label_map
 
 __all__ = ["ImageSource", "open_image", "read_sampled", "save_rgb_png", "write_label_tiff"]
 
@@ -48,6 +51,7 @@ class ImageSource:
         self.size_hw = (int(size_hw[0]), int(size_hw[1]))
         self._reader = reader
         self.kind = "array"
+        self.metadata: ImageMetadata | None = None  # TIFF inputs: georeferencing, resolution (image_meta.py)
 
     @classmethod
     def from_array(cls, image: np.ndarray, name: str = "<array>") -> ImageSource:
@@ -76,13 +80,14 @@ def _tiff_source(path: str) -> ImageSource:
         dtype = key.dtype
         memmap_offset = int(first.dataoffsets[0]) if first.is_memmappable else None
         contig = key.planarconfig == 1 or len(shape) == 2
+        metadata = read_tiff_metadata(tif)
     if dtype != np.uint8:
         raise ValueError(f"{path}: expected an 8-bit image, got {dtype} samples")
     if len(shape) not in (2, 3) or (len(shape) == 3 and not contig):
         # planar or multi-sample layouts: decoded once
         image = _to_rgb(tifffile.imread(path, series=0, level=0), path)
         src = ImageSource.from_array(image, path)
-        src.kind = "tiff (in memory)"
+        src.kind, src.metadata = "tiff (in memory)", metadata
         return src
     h, w = shape[:2]
     if memmap_offset is not None:
@@ -95,10 +100,10 @@ def _tiff_source(path: str) -> ImageSource:
                 del mm
 
         src = ImageSource(path, (h, w), read_memmap)
-        src.kind = "tiff (memory-mapped)"
+        src.kind, src.metadata = "tiff (memory-mapped)", metadata
         return src
     src = ImageSource(path, (h, w), _SegmentReader(path, shape))
-    src.kind = "tiff (tiles / strips)"
+    src.kind, src.metadata = "tiff (tiles / strips)", metadata
     return src
 
 
@@ -184,54 +189,7 @@ def save_rgb_png(path: str, image_rgb: np.ndarray) -> None:
         raise OSError(f"cannot write {path}")
 
 
-def _level_tiles(read_rows: Callable[[int, int], np.ndarray], size_hw, factor: int, tile: int) -> Iterator[np.ndarray]:
-    """Tiles (row-major, each `[tile, tile]`, zero-padded) of the label map subsampled by `factor` (nearest)."""
-    h, w = size_hw
-    lh, lw = -(-h // factor), -(-w // factor)
-    for ty in range(-(-lh // tile)):
-        rows = np.arange(ty * tile, min(lh, (ty + 1) * tile)) * factor
-        if factor == 1:
-            band = read_rows(int(rows[0]), int(rows[-1]) + 1)
-        else:  # one source row at a time: memory stays at a row whatever the factor
-            band = np.stack([read_rows(int(r), int(r) + 1)[0, ::factor] for r in rows])
-        for tx in range(-(-lw // tile)):
-            t = np.zeros((tile, tile), np.uint8)
-            part = band[:, tx * tile : (tx + 1) * tile]
-            t[: part.shape[0], : part.shape[1]] = part
-            yield t
-
-
-def write_label_tiff(
-    path: str,
-    read_rows: Callable[[int, int], np.ndarray],
-    size_hw: tuple[int, int],
-    palette: np.ndarray | None = None,
-    *,
-    tile: int = 512,
-    min_level_size: int = 1024,
-) -> None:
-    """Writes a `[H, W]` uint8 label map, read as row bands `read_rows(y0, y1) -> [y1 - y0, W]`, as a tiled TIFF.
-
-    Deflate compression, `tile x tile` tiles, a palette colour map from `palette` (`[n, 3]` uint8 RGB; class
-    ids beyond it are black) and SubIFD levels subsampled by 2, 4, ... (nearest) down to `min_level_size`.
-    """
-    import tifffile
-
-    h, w = int(size_hw[0]), int(size_hw[1])
-    levels = []
-    f = 2
-    while max(h, w) / f >= min_level_size:
-        levels.append(f)
-        f *= 2
-    colormap = None
-    photometric = "minisblack"
-    if palette is not None:
-        pal = np.zeros((256, 3), np.uint16)
-        pal[: len(palette)] = np.asarray(palette, np.uint16)[:256] * 257
-        colormap, photometric = pal.T.copy(), "palette"
-    opts = {"tile": (tile, tile), "compression": "zlib", "photometric": photometric, "colormap": colormap}
-    with tifffile.TiffWriter(path, bigtiff=h * w > 2**31) as tif:
-        tif.write(_level_tiles(read_rows, (h, w), 1, tile), shape=(h, w), dtype=np.uint8, subifds=len(levels), **opts)
-        for f in levels:
-            shape = (-(-h // f), -(-w // f))
-            tif.write(_level_tiles(read_rows, (h, w), f, tile), shape=shape, dtype=np.uint8, subfiletype=1, **opts)
+def write_label_tiff(path: str, read_rows: Callable[[int, int], np.ndarray], size_hw: tuple[int, int],
+                     palette: np.ndarray | None = None, *, tile: int = 512) -> None:
+    """`label_map.write_label_map` without metadata (kept for its callers)."""
+    write_label_map(path, read_rows, size_hw, palette, None, (), tile=tile)

@@ -31,9 +31,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from magnet_jax.inference.large_io import ImageSource, read_sampled, write_label_tiff
+from magnet_jax.inference.host_maps import scratch_dir
+from magnet_jax.inference.label_outputs import OutputOptions, write_label_outputs
+from magnet_jax.inference.large_io import ImageSource, open_image, read_sampled
 from magnet_jax.inference.predictor import MagNetPredictor
 from magnet_jax.inference.result import MagNetResult
+from magnet_jax.preprocess import read_image_rgb
 from magnet_jax.visualization import pictures
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -107,17 +110,29 @@ def save_prediction(
     class_names: Sequence[str] | None = None,
     *,
     figures: bool = True,
+    image_path: str | None = None,
+    outputs: OutputOptions | None = None,
 ) -> dict:
     """Writes one image's outputs (see the module docstring); returns what the summary records of it.
 
     `image`: the RGB uint8 image (whole-image results) or its `ImageSource` (either kind); `figures`: the
-    captioned figures of a whole-image result (classes named `class_names`, default `class 0`, ...).
+    captioned figures of a whole-image result (classes named `class_names`, default `class 0`, ...); the
+    label files of `label_outputs.py` (`labels.tif` for a TIFF `image_path` or a tiled result, `outputs`:
+    the ids PNG, polygons).
     """
     os.makedirs(out_dir, exist_ok=True)
     _heat_maps(result, out_dir)
     points = {f"stage{s.index}": s.points for s in result.stages[1:]}
+    source = image if isinstance(image, ImageSource) else None
+    t = time.perf_counter()
+    write_label_outputs(
+        out_dir, result.labels, image_path=image_path, image_hw=source.size_hw if source else image.shape[:2],
+        palette=palette, class_names=class_names, options=outputs, metadata=source.metadata if source else None,
+        tiff=True if result.tiled else None,
+    )  # fmt: skip
+    write_s = time.perf_counter() - t
     if result.tiled:
-        return _save_tiled(predictor, result, image, out_dir, palette) | {"points": points}
+        return _save_tiled(predictor, result, image, out_dir, palette, write_s) | {"points": points}
     image = image.whole() if isinstance(image, ImageSource) else image
     np.savez_compressed(
         os.path.join(out_dir, "predictions.npz"), **{f"stage{s.index}": s.argmax for s in result.stages}
@@ -137,14 +152,9 @@ def save_prediction(
     return {"seconds": {k: round(v, 4) for k, v in result.timings.items()}, "points": points}
 
 
-def _save_tiled(predictor: MagNetPredictor, result: MagNetResult, source: ImageSource, out_dir: str, palette) -> dict:
+def _save_tiled(predictor: MagNetPredictor, result: MagNetResult, source, out_dir: str, palette, write_s) -> dict:
     plan = predictor.plan
     source = source if isinstance(source, ImageSource) else ImageSource.from_array(source)
-    labels = result.labels
-    h, w = labels.shape
-    t = time.perf_counter()
-    write_label_tiff(os.path.join(out_dir, "labels.tif"), lambda a, b: labels.read(a, b, 0, w), (h, w), palette)
-    write_s = time.perf_counter() - t
     preview = result.stages[-1].preview
     pictures.save_png(os.path.join(out_dir, "labels_preview.png"), pictures.colorize(preview, palette))
     ph, pw = preview.shape
@@ -168,3 +178,30 @@ def _save_tiled(predictor: MagNetPredictor, result: MagNetResult, source: ImageS
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return {"tiled": summary}
+
+
+def predict_file(
+    predictor: MagNetPredictor,
+    path: str,
+    out_dir: str,
+    *,
+    palette: np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
+    outputs: OutputOptions | None = None,
+    figures: bool = True,
+) -> dict:
+    """Predicts the image file `path` (whole or tiled, as the predictor runs) and writes its outputs into
+    `out_dir` (`save_prediction`); returns its summary entry. Tiled maps live in `out_dir`'s scratch folder
+    (`host_maps.scratch_dir`: a killed run's is removed by the next) while the image runs."""
+    palette = pictures.default_palette(predictor.plan.num_classes) if palette is None else np.asarray(palette, np.uint8)
+    kw = {"class_names": class_names, "image_path": path, "outputs": outputs, "figures": figures}
+    if not predictor.tiled:
+        image = read_image_rgb(path)
+        return save_prediction(predictor, predictor.predict(image), image, out_dir, palette, **kw)
+    source = open_image(path)
+    with scratch_dir(out_dir) as work:
+        result = predictor.predict(source, work_dir=predictor.stream.work_dir or work)
+        try:
+            return save_prediction(predictor, result, source, out_dir, palette, **kw)
+        finally:
+            result.close()

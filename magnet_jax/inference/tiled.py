@@ -98,9 +98,10 @@ def predict_tiled(
     preview_hw = tuple(max(1, int(round(s * min(1.0, opts.preview_max / longest)))) for s in plan.last_hw)
     t0 = time.perf_counter()
     probs0, am0 = predictor.stage0(kernels.stage0_input(ScaledImage(source, plan.scales[0]).read, plan))
-    prev = HostMap((ih, iw, plan.num_classes), np.float32)
+    folder = work_dir or opts.work_dir  # stage 0's maps too: never the system temporary folder's orphans
+    prev = HostMap((ih, iw, plan.num_classes), np.float32, folder=folder, ram_bytes=opts.ram_bytes)
     prev.write(0, 0, np.asarray(probs0))
-    labels0 = HostMap((ih, iw), np.uint8)
+    labels0 = HostMap((ih, iw), np.uint8, folder=folder, ram_bytes=opts.ram_bytes)
     labels0.write(0, 0, np.asarray(am0))
     zeros = np.zeros((ih, iw), np.float32)
     stages = [
@@ -112,7 +113,7 @@ def predict_tiled(
     for i, st in enumerate(plan.stages):
         ctx = StageContext(
             plan, predictor.mesh, refine_fns[i], predictor.backbone_state, predictor.refiner_state(i),
-            ScaledImage(source, st.scale_wh), np.dtype(opts.store_dtype), work_dir or opts.work_dir, preview_hw,
+            ScaledImage(source, st.scale_wh), np.dtype(opts.store_dtype), folder, preview_hw,
             opts.ram_bytes,
         )  # fmt: skip
         tiling = StageTiling(st, plan, opts.tile_patches, prev_hw)

@@ -138,6 +138,8 @@ def dataset_spec(config) -> ResolvedDataset:
         name=spec.name, num_classes=n, class_names=names, palette=_palette(config, spec, n), miou_classes=miou,
         ignore_label=ignore, metric=metric, label_format=_label_format(config, spec), source=kind, lists=lists,
         standard_lists=tuple(spec.standard_lists.items()), standard_split=spec.standard_split,
+        train_to_label_id=spec.train_to_label_id if n == len(spec.train_to_label_id) else (),
+        absent_classes=spec.absent_classes,
     )
 
 

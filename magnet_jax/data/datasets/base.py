@@ -19,6 +19,7 @@ import numpy as np
 
 from magnet_jax.data.lists import count_lines, list_sha256, read_file_list
 from magnet_jax.data.sources import SPLITS, FileListSource, Source, list_path_for
+from magnet_jax.metrics import ABSENT_RULES
 
 # A source builder: (config, split, root, workdir, label decoder) -> Source.
 SourceBuilder = Callable[..., Source]
@@ -67,6 +68,11 @@ class DatasetSpec:
     list_dir: str = ""
     standard_lists: Mapping[str, str] = dataclasses.field(default_factory=dict)
     standard_split: str = ""  # where the standard lists come from, for results and docs
+    # the dataset's own label id of each train id, for scorer-ready predictions; empty: train ids are the ids
+    train_to_label_id: tuple[int, ...] = ()
+    # classes absent from both ground truth and prediction in the mIoU, as the benchmark's scorer does:
+    # "zero" (the original MagNet) | "skip" (the official Cityscapes scorer); metrics.ABSENT_RULES
+    absent_classes: str = "zero"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +96,8 @@ class ResolvedDataset:
     lists: tuple[tuple[str, str], ...] = ()
     standard_lists: tuple[tuple[str, str], ...] = ()
     standard_split: str = ""
+    train_to_label_id: tuple[int, ...] = ()  # see DatasetSpec
+    absent_classes: str = "zero"  # see DatasetSpec
 
     def list_path(self, split: str, workdir: str | None = None) -> str | None:
         """The list file of `split` (synthetic: `<folder>/<split>.txt`, needs `workdir` unless config.data.root)."""
@@ -128,6 +136,8 @@ class ResolvedDataset:
             "classes_averaged": list(self.miou_classes),
             "class_names_averaged": [self.class_names[c] for c in self.miou_classes],
             "metric": self.metric,
+            "absent_classes": self.absent_classes,
+            "absent_classes_rule": ABSENT_RULES[self.absent_classes],
         }
         if self.source == "tfds":
             out["list"] = f"tfds:cityscapes/semantic_segmentation[{'validation' if split == 'val' else split}]"

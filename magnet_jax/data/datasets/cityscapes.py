@@ -55,4 +55,6 @@ SPEC = DatasetSpec(
     label_formats={"cityscapes_label_ids": label_ids_decoder},
     sources={"file_list": file_list_source, "tfds": tfds_source},
     standard_split="the official Cityscapes train/val/test folders",
+    train_to_label_id=tuple(sorted(ID_TO_TRAIN_ID, key=ID_TO_TRAIN_ID.get)),  # the scorer reads labelIds
+    absent_classes="skip",  # cityscapesscripts: IoU NaN for a class absent from both, left out of the mean
 )
