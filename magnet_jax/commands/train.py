@@ -63,7 +63,9 @@ def _validator(config, workdir: Path, run: specs.RunSpec, dataset, backbone: nnx
 
     plan = plan_from_config(config)
     source = build_source(config, "val", workdir=str(workdir))
-    common = dict(max_images=run.loop.eval_max_images)
+    from magnet_jax.inference.tiled import StreamOptions
+
+    common = dict(max_images=run.loop.eval_max_images, stream=StreamOptions.from_config(config))
     if run.kind == "backbone":
         return Validator(plan.truncated(0), dataset, source, role="backbone", **common)
     if run.stage is None:

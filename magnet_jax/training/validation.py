@@ -16,6 +16,7 @@ from flax import nnx
 from magnet_jax.evaluation import Evaluator
 from magnet_jax.inference.plan import MagNetPlan
 from magnet_jax.inference.predictor import MagNetPredictor
+from magnet_jax.inference.tiled import StreamOptions
 
 
 class Validator:
@@ -30,6 +31,7 @@ class Validator:
             refiner of the last stage of `plan`, or the shared one).
         backbone: the frozen backbone (refiner runs).
         earlier_refiners: the refiners of the stages before the last (per-stage refiner runs).
+        stream: whole image or tile by tile (`config.magnet.streamed`), as `--mode=evaluate` runs.
     """
 
     def __init__(
@@ -43,11 +45,13 @@ class Validator:
         backbone: nnx.Module | None = None,
         earlier_refiners: Sequence[nnx.Module] = (),
         shared: bool = False,
+        stream: StreamOptions | None = None,
     ):
         if role not in ("backbone", "refiner"):
             raise ValueError(f"Validator role: expected 'backbone' or 'refiner', got {role!r}")
         self.plan, self.dataset, self.source, self.max_images = plan, dataset, source, int(max_images)
         self.role, self.backbone, self.earlier, self.shared = role, backbone, list(earlier_refiners), shared
+        self.stream = stream  # config.magnet.streamed: validation runs as evaluation does
         self._evaluator: Evaluator | None = None
 
     def _refiners(self, model: nnx.Module) -> list[nnx.Module]:
@@ -56,9 +60,9 @@ class Validator:
     def __call__(self, model: nnx.Module) -> dict:
         if self._evaluator is None:
             if self.role == "backbone":
-                predictor = MagNetPredictor(self.plan, model, [])
+                predictor = MagNetPredictor(self.plan, model, [], stream=self.stream)
             else:
-                predictor = MagNetPredictor(self.plan, self.backbone, self._refiners(model))
+                predictor = MagNetPredictor(self.plan, self.backbone, self._refiners(model), stream=self.stream)
             self._evaluator = Evaluator(predictor, self.dataset)
         elif self.role == "backbone":
             self._evaluator.swap_weights(backbone=model)
