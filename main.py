@@ -60,6 +60,10 @@ def _run(argv: list[str]) -> None:
 
     check_config(config, mode)
     workdir = prepare_workdir(_WORKDIR.value)
+    if mode == "evaluate":  # a training workdir's results.json and pictures/ are the training's
+        from magnet_jax.commands.workdir import check_evaluation_workdir
+
+        check_evaluation_workdir(workdir)
     if mode == "train":  # the workdir's record and checkpoints, before any work (train writes nothing before)
         from magnet_jax.commands.train import preflight
         from magnet_jax.commands.workdir import check_record

@@ -8,7 +8,8 @@ and writes `WORKDIR/results.json` (`magnet_jax/evaluation/results.py`: `miou.coa
 `miou.refined`, `iou`, `compute` with GFLOPs per image, `seconds_per_image`, `peak_memory_mb`, and the
 protocol: dataset, split, its list file's checksum, classes averaged, overall metric). A sample that
 fails to load stops the evaluation with one line naming it, after writing the images before it as
-`results.json` marked `"partial": true`.
+`results.json` marked `"partial": true`. A workdir holding a training run is refused before any work
+(`commands/workdir.py: check_evaluation_workdir`): evaluate into another `--workdir`.
 """
 
 from __future__ import annotations
