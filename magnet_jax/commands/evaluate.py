@@ -23,6 +23,7 @@ from magnet_jax.commands.workdir import flat_config
 from magnet_jax.evaluation import EvaluationInterrupted, Evaluator, format_results, write_json_atomic
 from magnet_jax.evaluation.evaluator import save_evaluation_picture
 from magnet_jax.inference.engine import MagNetPredictor
+from magnet_jax.provenance import provenance
 
 
 def build_predictor(config, *, backbone: str | None = None, refiners: list[str] | None = None) -> MagNetPredictor:
@@ -81,6 +82,7 @@ def evaluate_to_workdir(
                         "refiners": refiners if refiners is not None else str(config.checkpoint.refiners)},
         "pictures": str(picture_dir) if n_pictures else "",
         "config": flat_config(config),  # the config these numbers were produced with
+        "provenance": provenance(),  # ... the code (git commit) and the JAX backend / device
     }  # fmt: skip
     try:
         results = evaluator.run(source, max_images=int(config.eval.max_images), warmup=timed, on_image=on_image)
