@@ -108,8 +108,7 @@ def run_check(config, workdir: str | Path) -> dict:
         raise DataError(f"{first[0]}: {first[1]}" if first else "no split has a list to check (config.data.*_list)")
     if report["failures"] or unreadable:
         splits = f"; {len(unreadable)} split(s) could not be read ({', '.join(unreadable)})" if unreadable else ""
-        raise DataCheckFailed(
-            f"{len(report['failures'])} samples failed the check{splits}; of {checked} checked. The report is {path}"
-        )
+        failed = len(report["failures"])
+        raise DataCheckFailed(f"{failed} of {checked} samples failed the check{splits}; the report is {path}")
     print(f"every sample is usable ({checked} checked); report: {path}", flush=True)
     return report
