@@ -98,8 +98,11 @@ def run_check(config, workdir: str | Path) -> dict:
         report["splits"][split] = {"checked": len(source), "failed": failed}
     path = write_json_atomic(Path(workdir) / "check_report.json", report)
     for split, info in report["splits"].items():
-        line = info.get("skipped") or info.get("unreadable") or f"{info['checked']} samples, {info['failed']} failed"
-        print(f"{split}: {'not read: ' if 'unreadable' in info else ''}{line}", flush=True)
+        if "checked" in info and "failed" in info:
+            print(f"{split}: {info['checked']} samples, {info['failed']} failed", flush=True)
+        else:
+            print(f"{split}: skipped ({info['skipped']})" if "skipped" in info else f"{split}: not read: "
+                  f"{info['unreadable']}", flush=True)  # fmt: skip
     for f in report["failures"][:20]:
         print(f"  {f['split']}[{f['index']}]: {f['problem']}", flush=True)
     checked = sum(info["checked"] for info in report["splits"].values())
