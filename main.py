@@ -60,6 +60,10 @@ def _run(argv: list[str]) -> None:
 
     check_config(config, mode)
     workdir = prepare_workdir(_WORKDIR.value)
+    if mode == "evaluate":  # a training workdir's results.json and pictures/ are the training's
+        from magnet_jax.commands.workdir import check_evaluation_workdir
+
+        check_evaluation_workdir(workdir)
     if mode == "train":  # the workdir's record and checkpoints, before any work (train writes nothing before)
         from magnet_jax.commands.train import preflight
         from magnet_jax.commands.workdir import check_record
@@ -73,6 +77,9 @@ def main(argv: list[str]) -> None:
     workdir = guarded(lambda: _run(argv), before_work=True, argv=argv)
     mode, config = _MODE.value, _CONFIG.value
     logging.info("mode %s, workdir %s", mode, workdir)
+    from magnet_jax.training.logging import quiet_orbax_logs
+
+    quiet_orbax_logs()  # orbax's INFO lines on every weights load (some of 500+ characters): warnings pass
     if mode == "train":
         from magnet_jax.commands.train import run_train as command
     elif mode == "evaluate":

@@ -258,6 +258,15 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         )
     if c.train.batch_size < 1:
         raise ValueError(f"config.train.batch_size: expected >= 1, got {c.train.batch_size}")
+    for field, node in (("train", c.train), ("train.backbone_phase", c.train.backbone_phase)):
+        if "lr" in node and not (isinstance(node.lr, (int, float)) and 0 < node.lr < float("inf")):
+            # a negative rate trains uphill without any error
+            raise ValueError(f"config.{field}.lr: expected a learning rate > 0, got {node.lr}")
+    if not isinstance(c.data.num_workers, int) or c.data.num_workers < 0:
+        raise ValueError(f"config.data.num_workers: expected >= 0 (0: read in this process), got {c.data.num_workers}")
+    for field, value in (("eval.max_images", c.eval.max_images), ("train.eval_max_images", c.train.eval_max_images)):
+        if value is not None and (value == 0 or value < -1):  # 0 images would report an mIoU of 0.00
+            raise ValueError(f"config.{field}: expected -1 (every image) or a count >= 1, got {value}")
     parse_int_list(c.train.lr_milestones, "train.lr_milestones")
     if c.predict.label_format not in ("none", "ids"):
         raise ValueError(f"config.predict.label_format: expected 'none' or 'ids', got {c.predict.label_format!r}")

@@ -3,7 +3,6 @@ and nothing the user had is changed (the workdir is hashed before and after wher
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,26 +16,10 @@ import cv2
 import numpy as np
 import pytest
 from conftest import REPO, run_main
+from helpers.cli import one_line_error as _one_line_error
+from helpers.cli import tree_hash as _tree_hash
 
 TINY = str(REPO / "tests" / "configs" / "tiny.py")
-
-
-def _tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            h.update(str(p.relative_to(root)).encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
-def _one_line_error(proc, status: int = 2) -> str:
-    """The refusal: the given exit status, no traceback, and its last stderr line `main.py: error: ...`."""
-    assert proc.returncode == status, (proc.returncode, proc.stderr[-3000:])
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("main.py: error: "), proc.stderr[-3000:]
-    return last
 
 
 @pytest.fixture(scope="session")  # not module: a worker that runs other modules in between would train again
@@ -215,7 +198,7 @@ def test_check_mode_reports_every_bad_sample(tmp_path, small_weights):
     _deepglobe_list(tmp_path, bad_label_at=2)
     work = tmp_path / "work"
     proc = run_main([*_dg_flags(tmp_path, small_weights), "--mode=check", "--workdir", str(work)])
-    assert "1 samples failed the check" in _one_line_error(proc, status=1)
+    assert "1 of 3 samples failed the check; 2 split(s) could not be read (train, val)" in _one_line_error(proc, 1)
     report = json.loads((work / "check_report.json").read_text())
     assert report["splits"]["test"] == {"checked": 3, "failed": 1}
     assert report["failures"][0]["index"] == 2 and "2_mask.png" in report["failures"][0]["problem"]

@@ -25,7 +25,8 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     from magnet_jax.data.synthetic import generate_sample
     from magnet_jax.inference.plan import make_plan
-    from magnet_jax.inference.streamed import StreamedPredictor, StreamOptions
+    from magnet_jax.inference.predictor import MagNetPredictor
+    from magnet_jax.inference.tiled import StreamOptions
     from magnet_jax.models import build_model
     from magnet_jax.sharding import make_mesh
 
@@ -39,9 +40,9 @@ SCRIPT = textwrap.dedent(
     options = StreamOptions(mode="on", tile_patches=2)
     out = {}
     for name, mesh in (("one", make_mesh(jax.devices()[:1])), ("eight", make_mesh())):
-        res = StreamedPredictor(plan, backbone, refiner, options=options, mesh=mesh).predict(image, keep_labels=True)
+        res = MagNetPredictor(plan, backbone, refiner, stream=options, mesh=mesh).predict(image, keep_labels=True)
         for s in res.stages:
-            out[f"{name}_labels{s.index}"] = s.labels.read(0, s.size_hw[0], 0, s.size_hw[1])
+            out[f"{name}_labels{s.index}"] = s.argmax.read(0, s.size_hw[0], 0, s.size_hw[1])
             out[f"{name}_points{s.index}"] = np.int64(s.points)
         out[f"{name}_probs1"] = res.stages[1].probs.read(0, 192, 0, 192)
         out[f"{name}_devices"] = np.int64(mesh.devices.size)

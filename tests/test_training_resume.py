@@ -80,7 +80,7 @@ def test_straight_equals_half_restart_half(tmp_path, data_root):
         _weights(straight / "weights" / "refiner", "refinement"), _weights(split / "weights" / "refiner", "refinement")
     )
     metrics = (split / "metrics.jsonl").read_text()
-    assert '"run": "refiner"' in metrics and '"aggre"' in metrics
+    assert '"run": "refiner"' in metrics and '"iou_aggre"' in metrics
     assert (split / "config.json").is_file()
     assert list((split / "tensorboard" / "refiner").glob("events.out.tfevents.*"))
 

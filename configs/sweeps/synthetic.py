@@ -8,8 +8,9 @@
 Axes (paper section 5.3), 8 points: points refined per stage (n_points 1, 0.5, 0.05), patches refined
 per stage (MagNet: all; MagNet-Fast: 16 per stage), number of stages (2, 3, 5 of the scales 64..1024;
 the shared refiner serves any), and the median kernel of the error score (1, 5, 11). The 16 test
-images of the main job; writes runs/sweep/{sweep.jsonl,sweep.md,sweep.png}. `--mode=evaluate` on this
-file evaluates the base point (the main job's MagNet).
+images of the main job (the same seed, generated into runs/sweep/synthetic_data: a sweep writes only
+under its --workdir, whatever the current folder); writes runs/sweep/{sweep.jsonl,sweep.md,sweep.png}.
+`--mode=evaluate` on this file evaluates the base point (the main job's MagNet).
 
 `:smoke`: 3 points on `configs/synthetic.py:smoke`'s data and weights (CI: `tests/test_sweep.py`).
 """
@@ -23,9 +24,7 @@ BASE = Path(__file__).resolve().parents[1] / "synthetic.py"
 
 def get_config(arg: str | None = None):
     c = load_config_file(BASE, arg)
-    c.eval.save_pictures = False
-    if not arg:
-        c.data.root = "runs/synthetic/synthetic_data"  # the main job's images (regenerated there if missing)
+    c.eval.save_pictures = False  # data: the main job's images (same seed), generated into WORKDIR/synthetic_data
     return c
 
 

@@ -8,7 +8,8 @@ and writes `WORKDIR/results.json` (`magnet_jax/evaluation/results.py`: `miou.coa
 `miou.refined`, `iou`, `compute` with GFLOPs per image, `seconds_per_image`, `peak_memory_mb`, and the
 protocol: dataset, split, its list file's checksum, classes averaged, overall metric). A sample that
 fails to load stops the evaluation with one line naming it, after writing the images before it as
-`results.json` marked `"partial": true`.
+`results.json` marked `"partial": true`. A workdir holding a training run is refused before any work
+(`commands/workdir.py: check_evaluation_workdir`): evaluate into another `--workdir`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from magnet_jax.evaluation import EvaluationInterrupted, Evaluator, format_resul
 from magnet_jax.evaluation.evaluator import save_evaluation_picture
 from magnet_jax.evaluation.processes import ProcessGroup
 from magnet_jax.inference.predictor import MagNetPredictor
+from magnet_jax.provenance import provenance
 
 
 def build_predictor(config, *, backbone: str | None = None, refiners: list[str] | None = None) -> MagNetPredictor:
@@ -83,6 +85,7 @@ def evaluate_to_workdir(
                         "refiners": refiners if refiners is not None else str(config.checkpoint.refiners)},
         "pictures": str(picture_dir) if n_pictures else "",
         "config": flat_config(config),  # the config these numbers were produced with
+        "provenance": provenance(),  # ... the code (git commit) and the JAX backend / device
     }  # fmt: skip
     try:
         results = evaluator.run(source, max_images=int(config.eval.max_images), warmup=timed, on_image=on_image,

@@ -148,10 +148,24 @@ def preflight(config, workdir: Path) -> None:
             )
 
 
+def open_sources(config, workdir: Path) -> None:
+    """Opens every split the planned runs read (train; val when a run validates; the eval split for target
+    `all`): lists, every listed file and the first sample of each, so missing data fails before any record."""
+    from magnet_jax.data import build_source, dataset_spec
+
+    runs = planned_runs(config, dataset_spec(config).miou_classes)
+    splits = ["train"] if runs else []
+    splits += ["val"] if any(r.loop.eval_every_epochs > 0 for r in runs) else []
+    splits += [str(config.data.eval_split)] if str(config.train.target) == "all" else []
+    for split in dict.fromkeys(splits):
+        build_source(config, split, workdir=str(workdir))
+
+
 def run_train(config, workdir: str | Path) -> dict | None:
     """`main.py --mode=train`. Every check runs before any file is written: the config, the workdir (writable;
-    its recorded config, if any, must agree: `commands/workdir.py`), the checkpoints of every planned run.
-    Then `WORKDIR/config.json` is written and the runs train. Returns the results dict for target `all`."""
+    its recorded config, if any, must agree: `commands/workdir.py`), the checkpoints of every planned run,
+    and the data of every split it reads (`open_sources`). Only then is `WORKDIR/config.json` written (a refused
+    run records nothing) and the runs train. Returns the results dict for target `all`."""
     from magnet_jax.commands.checks import check_config
     from magnet_jax.commands.workdir import check_record, prepare_workdir, write_record
     from magnet_jax.compile_cache import enable_compilation_cache
@@ -163,6 +177,7 @@ def run_train(config, workdir: str | Path) -> dict | None:
     workdir = prepare_workdir(workdir)
     check_record(config, workdir)
     preflight(config, workdir)
+    open_sources(config, workdir)  # the last check: the record names only a config that could run
     if jax.process_index() == 0:
         write_record(config, workdir, "train")
     tlog.quiet_orbax_logs()

@@ -11,6 +11,8 @@
   (`FREE_FIELDS`) may differ.
 - The record is written only after every check passed, atomically (a kill mid-write keeps the old one).
 Evaluation and prediction never write `config.json`; their outputs embed the config they used.
+`--mode=evaluate` is refused in a workdir holding a training record (its `results.json` and `pictures/`
+are the training's): an evaluation gets its own `--workdir` (a subfolder of the training's is fine).
 """
 
 from __future__ import annotations
@@ -121,3 +123,17 @@ def write_record(config, workdir: Path, mode: str) -> Path:
     data = json.loads(json.dumps(data, default=str))
     data[RECORD_KEY] = {"record": 1, "mode": mode, "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
     return write_json_atomic(workdir / "config.json", data)
+
+
+def check_evaluation_workdir(workdir: Path) -> None:
+    """Refuses (WorkdirError) to evaluate into a workdir whose `config.json` records a training run."""
+    try:
+        data = json.loads((workdir / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # no record (or not ours: evaluation never writes config.json)
+    record = data.get(RECORD_KEY) if isinstance(data, dict) else None
+    if isinstance(record, dict) and record.get("mode") == "train":
+        raise WorkdirError(
+            f"--workdir {workdir} holds a training run (config.json): --mode=evaluate would replace its results.json "
+            f"and pictures/; nothing was changed. Evaluate into another --workdir, e.g. {workdir / 'eval'}"
+        )

@@ -23,29 +23,23 @@ Per-image colour jitter keeps exact colours from being a shortcut; class-1/2 blo
 are drawn from the same distributions within each pair.
 
 Written once in the file-list format (`<folder>/{split}.txt`, `image<TAB>label`, PNG images and
-single-channel PNG class-id labels) so that it goes through the same path as real data.
+single-channel PNG class-id labels) so that it goes through the same path as real data
+(`synthetic_folder.py`: where, and when it is regenerated).
 """
 
 from __future__ import annotations
-
-import json
-import os
-import shutil
-import tempfile
 
 import cv2
 import numpy as np
 
 from magnet_jax.data.errors import DataError
 from magnet_jax.data.labels import IdLabelDecoder
-from magnet_jax.data.lists import write_file_list
 
 VERSION = 1
 CLASS_NAMES = ("background", "stripes", "checker", "warm shape", "cool shape")
 NUM_CLASSES = len(CLASS_NAMES)
 PALETTE = ((40, 40, 40), (230, 200, 60), (60, 160, 230), (230, 90, 40), (40, 200, 160))
-META_FILE = "synthetic.json"
-_SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
 
 def label_decoder() -> IdLabelDecoder:
@@ -84,7 +78,7 @@ def generate_sample(seed: int, split: str, index: int, size: int = 1024) -> tupl
     """One sample: image uint8 `[size, size, 3]` RGB, label uint8 `[size, size]` class ids."""
     if size % 4:
         raise DataError(f"config.data.synthetic.size must be a multiple of 4, got {size}")
-    rng = np.random.default_rng([int(seed), _SPLIT_IDS[split], int(index)])
+    rng = np.random.default_rng([int(seed), SPLIT_IDS[split], int(index)])
     s = size
     yy, xx = np.mgrid[0:s, 0:s]
 
@@ -136,82 +130,6 @@ def generate_sample(seed: int, split: str, index: int, size: int = 1024) -> tupl
         image[inside] = mean + pattern[inside][:, None] * contrast
         label[inside] = cls
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
-
-
-def _meta(cfg) -> dict:
-    return {
-        "version": VERSION,
-        "size": int(cfg.size),
-        "seed": int(cfg.seed),
-        "num_train": int(cfg.num_train),
-        "num_val": int(cfg.num_val),
-        "num_test": int(cfg.num_test),
-    }
-
-
-def _read_meta(folder: str) -> dict | None:
-    try:
-        with open(os.path.join(folder, META_FILE)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def write_dataset(folder: str, cfg) -> None:
-    """Writes every split of the dataset described by `cfg` (config.data.synthetic) into `folder`."""
-    meta = _meta(cfg)
-    for split in ("train", "val", "test"):
-        pairs = []
-        os.makedirs(os.path.join(folder, split, "images"), exist_ok=True)
-        os.makedirs(os.path.join(folder, split, "labels"), exist_ok=True)
-        for i in range(meta[f"num_{split}"]):
-            image, label = generate_sample(meta["seed"], split, i, meta["size"])
-            image_rel = f"{split}/images/{i:04d}.png"
-            label_rel = f"{split}/labels/{i:04d}.png"
-            cv2.imwrite(os.path.join(folder, image_rel), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-            cv2.imwrite(os.path.join(folder, label_rel), label)
-            pairs.append((image_rel, label_rel))
-        write_file_list(os.path.join(folder, f"{split}.txt"), pairs)
-    with open(os.path.join(folder, META_FILE), "w") as f:
-        json.dump(meta, f, indent=1)
-
-
-def ensure_dataset(folder: str, cfg) -> str:
-    """Generates the dataset into `folder` unless it already holds this exact one (same size, seed, counts).
-
-    A folder holding a different synthetic dataset is regenerated; a non-empty folder that is not a
-    synthetic dataset is left alone (error). Generation goes to a temporary folder renamed at the end, so an
-    interrupted run leaves nothing half-written.
-    """
-    for split in ("train", "val", "test"):
-        if int(cfg[f"num_{split}"]) < 1:
-            raise DataError(f"config.data.synthetic.num_{split} must be >= 1, got {cfg[f'num_{split}']}")
-    meta = _meta(cfg)
-    if _read_meta(folder) == meta:
-        return folder
-    if os.path.isdir(folder) and os.listdir(folder) and _read_meta(folder) is None:
-        raise DataError(
-            f"{folder!r} is not empty and is not a synthetic dataset (no {META_FILE}); refusing to write the "
-            "synthetic dataset there. Point config.data.root elsewhere or empty the folder."
-        )
-    parent = os.path.dirname(os.path.abspath(folder))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".synthetic_tmp_", dir=parent)
-    try:
-        write_dataset(tmp, cfg)
-        if os.path.isdir(folder):
-            if _read_meta(folder) == meta:  # another process finished first
-                return folder
-            shutil.rmtree(folder)
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if _read_meta(folder) != meta:  # not another process of this run finishing first
-                raise
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return folder
 
 
 def colorize(label: np.ndarray) -> np.ndarray:

@@ -73,7 +73,8 @@ class Evaluator:
     def _matrices(self) -> dict[str, Any]:
         ds = self.dataset
         make = lambda: ConfusionMatrix(ds.num_classes, ds.ignore_label, ds.miou_classes)  # noqa: E731
-        cms: dict[str, Any] = {"stages": [make() for _ in range(len(self.plan.scales))]}
+        # one per stage the plan runs (n_patches 0: the coarse stage only, so MagNet's output is the coarse one)
+        cms: dict[str, Any] = {"stages": [make() for _ in range(len(self.plan.stages) + 1)]}
         if self._patch_fn is not None:
             cms["patch"] = make()
         return cms

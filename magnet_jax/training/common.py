@@ -76,8 +76,9 @@ def precise_bn(
 
 
 def step_iou(conf: np.ndarray, classes: tuple[int, ...]) -> float:
-    """The original's per-step progress number: frequency-weighted IoU (%) of one batch."""
-    return 100.0 * freq_weighted_iou(np.asarray(conf), list(classes) or None)
+    """The original's per-step progress number: frequency-weighted IoU of one batch (a fraction; the
+    progress bar shows it as a percentage)."""
+    return freq_weighted_iou(np.asarray(conf), list(classes) or None)
 
 
 def epoch_miou(conf: np.ndarray, classes: tuple[int, ...]) -> float:

@@ -1,7 +1,10 @@
 """Training logs: a progress bar, TensorBoard event files, `metrics.jsonl`.
 
 Only process 0 writes. `metrics.jsonl` gets one JSON object per logged event:
-`{"run": ..., "step": ..., "kind": "train" | "epoch" | "eval", ...scalars}`.
+`{"run": ..., "step": ..., "kind": "train" | "epoch" | "eval", ...scalars}`, after a `"kind": "run"`
+record each time a run starts (or resumes): the units and `magnet_jax.provenance` (git commit, JAX
+backend, device kind). Every IoU (a scalar whose name holds `iou`) is a fraction in [0, 1] in the files
+(metrics.jsonl, TensorBoard); printed (progress bar, validation lines) it is a percentage with `%`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,14 @@ class _QuietOrbax:
 
 
 _QUIET = _QuietOrbax()
+UNITS = "every *iou* value is a fraction in [0, 1]; loss in nats, lr per step"
+
+
+def shown(key: str, value: Any) -> str:
+    """A scalar as printed: IoUs (fractions in the files) as percentages, others with 4 significant digits."""
+    if isinstance(value, float) and "iou" in key:
+        return f"{100 * value:.2f}%"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def quiet_orbax_logs() -> None:
@@ -60,6 +71,10 @@ class MetricLogger:
         if self.enabled:
             self.workdir.mkdir(parents=True, exist_ok=True)
             self._jsonl = open(self.workdir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
+            from magnet_jax.provenance import provenance
+
+            header = {"run": run, "kind": "run", "time": round(time.time(), 3), "units": UNITS, **provenance()}
+            self._jsonl.write(json.dumps(header) + "\n")
             try:
                 from tensorboardX import SummaryWriter
 
@@ -105,9 +120,7 @@ class Progress:
     def update(self, n: int, postfix: dict[str, Any]) -> None:
         if self.bar is None:
             return
-        self.bar.set_postfix(
-            {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in postfix.items()}, refresh=False
-        )
+        self.bar.set_postfix({k: shown(k, v) for k, v in postfix.items()}, refresh=False)
         self.bar.update(n)
 
     def write(self, text: str) -> None:

@@ -144,7 +144,8 @@ class TrainLoop:
                     release_heap()
                     miou = result.get("miou")
                     self.logger.write(step, "eval", result)
-                    progress.write(f"{self.run} step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+                    line = ", ".join(f"{k} {tlog.shown(k, v)}" for k, v in result.items())
+                    progress.write(f"{self.run} step {step}: {line}")
                 if do_ckpt:
                     self._save(step, it, miou)
                     last_good = step

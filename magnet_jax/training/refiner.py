@@ -69,7 +69,7 @@ def train_refiner(
     classes = spec.miou_classes
 
     def summarize(host: dict) -> dict:
-        return {k: step_iou(host[f"conf_{k}"], classes) for k in VIEWS}
+        return {f"iou_{k}": step_iou(host[f"conf_{k}"], classes) for k in VIEWS}  # "iou": a fraction, shown in %
 
     def epoch_summary(acc: dict) -> dict:
         return {f"miou_{k}": epoch_miou(acc[f"conf_{k}"], classes) for k in VIEWS if f"conf_{k}" in acc}

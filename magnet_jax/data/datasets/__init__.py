@@ -129,6 +129,8 @@ def dataset_spec(config) -> ResolvedDataset:
     kind = str(d.get("source", "file_list"))
     if kind not in SOURCE_KINDS:
         raise DataError(f"config.data.source: expected 'file_list', 'tfds' or 'synthetic', got {kind!r}")
+    if kind == "synthetic":
+        synthetic.check_num_classes(n)
     ignore = d.get("ignore_label", None)
     ignore = None if ignore is None or int(ignore) < 0 else int(ignore)
     lists = tuple((s, list_path_for(config, s)) for s in SPLITS) if kind == "file_list" else ()

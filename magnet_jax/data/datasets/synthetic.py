@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from magnet_jax.data import synthetic
+from magnet_jax.data import synthetic, synthetic_folder
 from magnet_jax.data.datasets.base import DatasetSpec
 from magnet_jax.data.errors import DataError
 from magnet_jax.data.lists import read_file_list
@@ -20,6 +20,14 @@ def folder_for(config, root: str | None = None, workdir: str | None = None) -> s
     return root or str(config.data.root or "") or (os.path.join(workdir, "synthetic_data") if workdir else "")
 
 
+def check_num_classes(num_classes: int) -> None:
+    """The generated labels hold exactly `synthetic.NUM_CLASSES` classes (a config check, before generation)."""
+    if num_classes != synthetic.NUM_CLASSES:
+        raise DataError(
+            f"config.data.num_classes is {num_classes} but the synthetic dataset has {synthetic.NUM_CLASSES} classes"
+        )
+
+
 def synthetic_source(config, split: str, *, root, workdir, decoder) -> Source:
     """Generates the dataset once (same parameters: reused), then reads `<folder>/<split>.txt`."""
     del decoder  # the generated labels are class ids with ignore 255, whatever config.data says
@@ -29,12 +37,8 @@ def synthetic_source(config, split: str, *, root, workdir, decoder) -> Source:
             "the synthetic dataset needs a folder: set config.data.root or pass workdir "
             "(it is generated into <workdir>/synthetic_data)"
         )
-    synthetic.ensure_dataset(folder, config.data.synthetic)
-    if int(config.data.num_classes) != synthetic.NUM_CLASSES:
-        raise DataError(
-            f"config.data.num_classes is {config.data.num_classes} but the synthetic dataset has "
-            f"{synthetic.NUM_CLASSES} classes"
-        )
+    check_num_classes(int(config.data.num_classes))
+    synthetic_folder.ensure_dataset(folder, config.data.synthetic)
     pairs = read_file_list(os.path.join(folder, f"{split}.txt"), folder, dataset="synthetic")
     return FileListSource(pairs, synthetic.label_decoder())
 
