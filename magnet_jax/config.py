@@ -118,7 +118,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval.num_pictures = 8
     c.eval.prefetch = 2  # input threads reading and preprocessing the next images while one computes (0: in turn)
     c.eval.process_timeout_s = 900.0  # several processes: how long to wait for the others' results before an error
-    c.predict = ml_collections.ConfigDict()  # --mode=predict outputs (magnet_jax/inference/label_outputs.py)
+    c.predict = ml_collections.ConfigDict()  # --mode=predict outputs (magnet_jax/rasters/label_outputs.py)
     c.predict.label_format = "none"  # none | ids: also <stem>_ids.png, input size, the dataset's label ids
     c.predict.polygons = False  # also labels.geojson: class polygons (map coordinates for georeferenced inputs)
     return c

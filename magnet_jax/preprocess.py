@@ -102,7 +102,7 @@ def decoded_pixel_limit() -> int:
 
 def check_pixel_limit(path: str) -> None:
     """ImageDecodeError for a PNG / JPEG above `decoded_pixel_limit()`: such images are decoded whole in memory;
-    a tiled TIFF is read by region (`inference/large_io.py`), so the message gives the conversion command."""
+    a tiled TIFF is read by region (`rasters/large_io.py`), so the message gives the conversion command."""
     found = _png_jpeg_size(path)
     if found is None or found[1] * found[2] <= decoded_pixel_limit():
         return

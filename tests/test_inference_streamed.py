@@ -13,7 +13,6 @@ import tifffile
 
 from magnet_jax.data.synthetic import generate_sample
 from magnet_jax.inference.host_maps import HostMap, ScaledImage
-from magnet_jax.inference.large_io import ImageSource, open_image, write_label_tiff
 from magnet_jax.inference.outputs import save_prediction
 from magnet_jax.inference.plan import make_plan
 from magnet_jax.inference.points import point_rule
@@ -21,6 +20,7 @@ from magnet_jax.inference.predictor import MagNetPredictor
 from magnet_jax.inference.tiled import STREAM_AUTO_BYTES, StreamOptions, needs_streaming
 from magnet_jax.inference.tiling import StageTiling
 from magnet_jax.models import build_model
+from magnet_jax.rasters.large_io import ImageSource, open_image, write_label_tiff
 from magnet_jax.visualization.pictures import default_palette
 
 C = 5
@@ -101,14 +101,21 @@ def test_streamed_equals_whole_image_prediction(small_case):
     _check_same(plan, mem, res)
 
 
-def test_tiled_bfloat16_equals_whole_image_bfloat16():
-    """bf16 convolutions (`config.magnet.dtype`) run tile by tile too, through the same region kernels."""
+def test_tiled_bfloat16_agrees_with_whole_image_bfloat16():
+    """bf16 convolutions (`config.magnet.dtype`) run tile by tile too, through the same region kernels. Not
+    bit for bit: XLA:CPU compiles a bf16 convolution called on one patch differently from the same
+    convolution inside the whole image's loop over patches (the refine kernel on the same patches in one
+    call gives identical bits); measured 99.1% of stage 1's pixels here, the same point counts."""
     image = generate_sample(1234, "test", 2, SIZE)[0]
     backbone, refiner = _models(seed=2)
     plan = make_plan(SCALES, CROP, INPUT, C, n_points=0.5, dtype="bfloat16")
     mem, _, res = _run_both(plan, image, backbone, refiner, tile_patches=2)
+    f32 = MagNetPredictor(make_plan(SCALES, CROP, INPUT, C, n_points=0.5), backbone, refiner).predict(image)
     try:
-        _check_same(plan, mem, res)
+        assert [s.points for s in res.stages] == [s.points for s in mem.stages]
+        agree = _agreement(mem, res)
+        assert min(agree) >= 0.98, agree
+        assert not np.array_equal(np.asarray(f32.stages[1].probs), np.asarray(mem.stages[1].probs))  # bf16 ran
     finally:
         res.close()
 

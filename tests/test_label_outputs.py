@@ -19,16 +19,16 @@ import tifffile
 
 from magnet_jax.config import default_config, validate_config
 from magnet_jax.data import dataset_spec
-from magnet_jax.inference.image_meta import ImageMetadata
-from magnet_jax.inference.label_outputs import OutputOptions
-from magnet_jax.inference.large_io import open_image
 from magnet_jax.inference.outputs import predict_file, save_prediction
 from magnet_jax.inference.plan import make_plan
-from magnet_jax.inference.polygons import label_polygons
 from magnet_jax.inference.predictor import MagNetPredictor
 from magnet_jax.inference.tiled import StreamOptions
 from magnet_jax.models import build_model
 from magnet_jax.preprocess import ImageDecodeError
+from magnet_jax.rasters.image_meta import ImageMetadata
+from magnet_jax.rasters.label_outputs import OutputOptions
+from magnet_jax.rasters.large_io import open_image
+from magnet_jax.rasters.polygons import label_polygons
 
 C = 5
 HELPERS = Path(__file__).resolve().parent / "helpers"

@@ -18,10 +18,10 @@ from absl import logging
 
 from magnet_jax.commands.workdir import flat_config
 from magnet_jax.evaluation import write_json_atomic
-from magnet_jax.inference.label_outputs import OutputOptions
 from magnet_jax.inference.outputs import expand_images, output_dirs, predict_file
 from magnet_jax.inference.predictor import MagNetPredictor
 from magnet_jax.preprocess import ImageDecodeError
+from magnet_jax.rasters.label_outputs import OutputOptions
 
 
 class SkippedImagesError(RuntimeError):

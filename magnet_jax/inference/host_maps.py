@@ -30,7 +30,7 @@ from fractions import Fraction
 import cv2
 import numpy as np
 
-from magnet_jax.inference.large_io import ImageSource
+from magnet_jax.rasters.large_io import ImageSource
 
 __all__ = ["HostMap", "ScaledImage", "region_resize_exact", "scratch_dir"]
 

@@ -32,11 +32,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from magnet_jax.inference.host_maps import scratch_dir
-from magnet_jax.inference.label_outputs import OutputOptions, write_label_outputs
-from magnet_jax.inference.large_io import ImageSource, open_image, read_sampled
 from magnet_jax.inference.predictor import MagNetPredictor
 from magnet_jax.inference.result import MagNetResult
 from magnet_jax.preprocess import read_image_rgb
+from magnet_jax.rasters.label_outputs import OutputOptions, write_label_outputs
+from magnet_jax.rasters.large_io import ImageSource, open_image, read_sampled
 from magnet_jax.visualization import pictures
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")

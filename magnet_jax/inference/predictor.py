@@ -29,11 +29,11 @@ from flax import nnx
 
 from magnet_jax.inference import kernels
 from magnet_jax.inference.host_maps import HostMap, ScaledImage
-from magnet_jax.inference.large_io import ImageSource, open_image
 from magnet_jax.inference.plan import MagNetPlan, plan_from_config
 from magnet_jax.inference.result import MagNetResult, StageResult
 from magnet_jax.inference.stages import make_refine_stage_fn
 from magnet_jax.inference.tiled import StreamOptions, needs_streaming, predict_tiled
+from magnet_jax.rasters.large_io import ImageSource, open_image
 from magnet_jax.sharding import make_mesh, replicated
 
 __all__ = ["MagNetPredictor", "MagNetResult", "StageResult", "prepare_patches"]

@@ -30,11 +30,11 @@ import numpy as np
 
 from magnet_jax.inference import kernels
 from magnet_jax.inference.host_maps import HostMap, ScaledImage
-from magnet_jax.inference.large_io import ImageSource
 from magnet_jax.inference.plan import MagNetPlan
 from magnet_jax.inference.result import MagNetResult, StageResult
 from magnet_jax.inference.tiled_stage import StageContext, run_stage
 from magnet_jax.inference.tiling import StageTiling, taps_for
+from magnet_jax.rasters.large_io import ImageSource
 
 __all__ = ["STREAM_AUTO_BYTES", "StreamOptions", "argmax_bands", "needs_streaming", "predict_tiled"]
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from magnet_jax.inference.image_meta import ImageMetadata
+from magnet_jax.rasters.image_meta import ImageMetadata
 
 __all__ = ["label_polygons"]
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from magnet_jax.inference.image_meta import ImageMetadata
+from magnet_jax.rasters.image_meta import ImageMetadata
 
 __all__ = ["NODATA", "write_label_map"]
 

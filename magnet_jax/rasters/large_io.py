@@ -22,8 +22,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from magnet_jax.inference.image_meta import ImageMetadata, read_tiff_metadata
-from magnet_jax.inference.label_map import write_label_map
+from magnet_jax.rasters.image_meta import ImageMetadata, read_tiff_metadata
+from magnet_jax.rasters.label_map import write_label_map
 
 __all__ = ["ImageSource", "open_image", "read_sampled", "save_rgb_png", "write_label_tiff"]
 

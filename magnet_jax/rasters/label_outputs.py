@@ -20,9 +20,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from magnet_jax.inference.image_meta import ImageMetadata, tiff_file_metadata
-from magnet_jax.inference.label_map import write_label_map
-from magnet_jax.inference.polygons import label_polygons
+from magnet_jax.rasters.image_meta import ImageMetadata, tiff_file_metadata
+from magnet_jax.rasters.label_map import write_label_map
+from magnet_jax.rasters.polygons import label_polygons
 
 __all__ = ["LABEL_FORMATS", "OutputOptions", "write_label_outputs"]
 
