@@ -117,6 +117,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval.save_pictures = False
     c.eval.num_pictures = 8
     c.eval.prefetch = 2  # input threads reading and preprocessing the next images while one computes (0: in turn)
+    c.eval.batch_images = 1  # same-size images per compiled call; > 1 only pays on accelerators (benchmarks/gpu.sh)
     c.eval.process_timeout_s = 900.0  # several processes: how long to wait for the others' results before an error
     c.predict = ml_collections.ConfigDict()  # --mode=predict outputs (magnet_jax/rasters/label_outputs.py)
     c.predict.label_format = "none"  # none | ids: also <stem>_ids.png, input size, the dataset's label ids
@@ -200,6 +201,10 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         )
     if not c.eval.process_timeout_s > 0:
         raise ValueError(f"config.eval.process_timeout_s: expected seconds > 0, got {c.eval.process_timeout_s!r}")
+    if not isinstance(c.eval.batch_images, int) or c.eval.batch_images < 1:
+        raise ValueError(f"config.eval.batch_images: expected an integer >= 1, got {c.eval.batch_images!r}")
+    if c.eval.batch_images > 1 and c.magnet.streamed == "on":
+        raise ValueError("config.eval.batch_images > 1 runs whole images: set config.magnet.streamed=off")
     if not isinstance(c.eval.prefetch, int) or c.eval.prefetch < 0:
         raise ValueError(f"config.eval.prefetch: expected an integer >= 0 (input threads), got {c.eval.prefetch!r}")
     if not isinstance(c.magnet.tile_patches, int) or c.magnet.tile_patches < 1:

@@ -234,3 +234,23 @@ def test_refresh_weights_picks_up_new_values(models):
     pred.refresh_weights()
     after = np.asarray(pred.predict(_image()).final_probs)
     assert np.abs(after - before).max() > 1e-3
+
+
+def test_batch_images_equal_one_at_a_time(models):
+    """`config.eval.batch_images`: the stages vmapped over same-size images give each image's own run
+    (paper mode here; the reference mode's tie replay is batched the same way)."""
+    backbone, refiners = models
+    pred = MagNetPredictor(_plan(compat="paper"), backbone, refiners)
+    images = [_image(seed=s) for s in range(3)]
+    batched = pred.predict_batch(images)
+    for image, got in zip(images, batched, strict=True):
+        want = pred.predict(image)
+        assert [s.points for s in got.stages] == [s.points for s in want.stages]
+        for a, b in zip(got.stages, want.stages, strict=True):
+            assert (a.argmax == b.argmax).mean() >= 0.999
+        np.testing.assert_allclose(np.asarray(got.final_probs), np.asarray(want.final_probs), atol=1e-5)
+    samples = _samples(3)
+    one = Evaluator(pred, _dataset()).run(_ListSource(samples), progress=False)
+    two = Evaluator(pred, _dataset()).run(_ListSource(samples), progress=False, batch_images=2)
+    assert two["num_images"] == 3
+    assert two["miou"]["refined"] == pytest.approx(one["miou"]["refined"], abs=1e-3)

@@ -89,7 +89,7 @@ def evaluate_to_workdir(
     }  # fmt: skip
     try:
         results = evaluator.run(source, max_images=int(config.eval.max_images), warmup=timed, on_image=on_image,
-                                prefetch=int(config.eval.prefetch),
+                                prefetch=int(config.eval.prefetch), batch_images=int(config.eval.batch_images),
                                 group=ProcessGroup(float(config.eval.process_timeout_s)))  # fmt: skip
     except EvaluationInterrupted as e:
         e.results.update(context)

@@ -105,6 +105,7 @@ class Evaluator:
         warmup: bool = False,
         on_image: Callable[[int, dict, dict[str, np.ndarray]], None] | None = None,
         prefetch: int = 2,
+        batch_images: int = 1,
         group: ProcessGroup | None = None,
     ) -> dict:
         """Evaluates the first `max_images` samples (all if < 0) of `source`; returns the results dict
@@ -112,7 +113,8 @@ class Evaluator:
 
         The images are dealt over the processes (`processes.process_images`) and the partial sums
         exchanged, so every process returns the same results. `prefetch` worker threads read and
-        preprocess the next images while the current one computes (0: in turn). `warmup`: compile every
+        preprocess the next images while the current one computes (0: in turn); `batch_images` same-size
+        images run per compiled call (`MagNetPredictor.predict_batch`, accelerators). `warmup`: compile every
         stage on a blank image first, so that `seconds_per_image` (the median over images) excludes
         compilation and `compile_seconds` reports it. `on_image(i, sample, preds)` is called after each
         image (pictures). A sample that fails to load raises `EvaluationInterrupted` carrying the partial
@@ -130,34 +132,25 @@ class Evaluator:
         t_loop = time.perf_counter()
         try:
             mine = process_images(total, group.index, group.count)
-            for i, sample in prefetched(source, mine, self._prepare, prefetch):
-                if isinstance(sample, Exception):
-                    error = {"index": i, "message": f"sample {i}: {sample}"}
+            for items in same_size_groups(prefetched(source, mine, self._prepare, prefetch), batch_images):
+                i, first = items[0]
+                if isinstance(first, Exception):
+                    error = {"index": i, "message": f"sample {i}: {first}"}
                     break
-                label = np.asarray(sample["label"])
                 t = time.perf_counter()
-                result = self.predictor.predict(
-                    sample["image"], keep_patches=self._patch_fn is not None, prepared=sample.get("prepared")
-                )
-                seconds.append(result.seconds + sample.get("prepare_seconds", result.preprocess_seconds))
-                points += [s.points for s in result.stages[1:]]
-                preds = self._score(cms, result, label)
-                result.close()  # a tiled result's map files
-                done += 1
-                memory.sample()
-                if on_image is not None:
-                    on_image(i, sample, preds)
+                for (i, sample), result in zip(items, self._predict([s for _, s in items]), strict=True):
+                    done += self._account(i, sample, result, cms, seconds, points, memory, on_image)
                 if bar is not None:
-                    bar.n = group.progress(desc, 1) if group.count > 1 else bar.n + 1
+                    bar.n = group.progress(desc, len(items)) if group.count > 1 else bar.n + len(items)
                     bar.set_postfix_str(
                         f"coarse {100 * cms['stages'][0].miou():.1f}, "
                         f"MagNet {100 * cms['stages'][-1].miou():.1f} mIoU, "
-                        f"{time.perf_counter() - t:.2f} s/img",
+                        f"{(time.perf_counter() - t) / len(items):.2f} s/img",
                         refresh=False,
                     )
                     bar.refresh()
                 elif group.count > 1:
-                    group.progress(desc, 1)
+                    group.progress(desc, len(items))
         finally:
             if bar is not None:
                 bar.close()
@@ -177,6 +170,24 @@ class Evaluator:
             first = errors[0]["message"].removeprefix(f"sample {i}: ")
             raise EvaluationInterrupted(f"evaluation stopped at sample {i} of {total}: {first}", results)
         return results
+
+    def _predict(self, samples: list[dict]) -> list:
+        prepared = [s.get("prepared") for s in samples]
+        if len(samples) == 1:
+            keep = self._patch_fn is not None
+            return [self.predictor.predict(samples[0]["image"], keep_patches=keep, prepared=prepared[0])]
+        return self.predictor.predict_batch([s["image"] for s in samples], prepared=prepared)
+
+    def _account(self, i: int, sample: dict, result, cms, seconds, points, memory, on_image) -> int:
+        """Scores one image's result into the running sums; returns 1 (an image done)."""
+        seconds.append(result.seconds + sample.get("prepare_seconds", result.preprocess_seconds))
+        points += [s.points for s in result.stages[1:]]
+        preds = self._score(cms, result, np.asarray(sample["label"]))
+        result.close()  # a tiled result's map files
+        memory.sample()
+        if on_image is not None:
+            on_image(i, sample, preds)
+        return 1
 
     def _prepare(self, sample: dict) -> dict:
         """Worker-thread preprocessing of a whole-image sample: its device-ready patches."""
@@ -211,6 +222,22 @@ class Evaluator:
         results["processes"] = len(everyone)
         results["devices_per_process"] = int(self.predictor.mesh.devices.size)
         return results
+
+
+def same_size_groups(stream: Iterator[tuple[int, Any]], size: int) -> Iterator[list[tuple[int, Any]]]:
+    """Consecutive `(i, sample)` of the same image shape, at most `size` per group; a failed sample (an
+    exception) comes alone, last."""
+    group: list[tuple[int, Any]] = []
+    for i, sample in stream:
+        failed = isinstance(sample, Exception)
+        if group and (failed or len(group) >= size or np.shape(group[0][1]["image"]) != np.shape(sample["image"])):
+            yield group
+            group = []
+        group.append((i, sample))
+        if failed:
+            break
+    if group:
+        yield group
 
 
 def prefetched(source, indices, prepare: Callable[[dict], dict], workers: int) -> Iterator[tuple[int, Any]]:

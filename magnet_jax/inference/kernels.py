@@ -26,6 +26,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, PartitionSpec
 
+from magnet_jax.inference.host_maps import ScaledImage
 from magnet_jax.inference.plan import MagNetPlan, StagePlan
 from magnet_jax.models import refinement
 from magnet_jax.models.layers import conv_compute_dtype
@@ -34,6 +35,7 @@ from magnet_jax.ops.patches import certainty
 from magnet_jax.ops.resize import resize_bilinear
 from magnet_jax.ops.roi_align import required_samples, roi_align
 from magnet_jax.preprocess import coarse_crop, normalize, resize_image
+from magnet_jax.rasters.large_io import ImageSource
 from magnet_jax.sharding import DATA_AXIS
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "patch_batch",
     "patch_inputs",
     "patch_scores",
+    "prepare_patches",
     "resize_to_box",
     "stage0_input",
     "uncertainty",
@@ -82,6 +85,18 @@ def patch_inputs(read_scale: RegionReader, stage: StagePlan, plan: MagNetPlan, i
         for a, b, c, d in crops
     ]
     return normalize(np.stack(out))
+
+
+def prepare_patches(image: np.ndarray, plan: MagNetPlan) -> list[np.ndarray]:
+    """The whole image's inputs: `[stage0 [1, ih, iw, 3]] + [stage i [N_i, ih, iw, 3] per refinement stage]`
+    float32 (`kernels.stage0_input` / `kernels.patch_inputs`, the original's recipe)."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
+    source = ImageSource.from_array(image)
+    out = [stage0_input(ScaledImage(source, plan.scales[0]).read, plan)]
+    for stage in plan.stages:
+        out.append(patch_inputs(ScaledImage(source, stage.scale_wh).read, stage, plan, range(stage.n_total)))
+    return out
 
 
 # ----------------------------------------------------------------------------- device side

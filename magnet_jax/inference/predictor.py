@@ -9,11 +9,10 @@ local device, the whole image at once or tile by tile.
     predictor.argmax_at(result.stages[0].probs, label.shape)  # bilinear to any size, then argmax
     result.close()               # a tiled result's map files
 
-`predict` runs the whole image (`stages.py`: each stage one compiled function over the stage map) or,
-when `config.magnet.streamed` asks for it or the maps would not fit (`tiled.needs_streaming`), tile by
-tile with the maps on the host (`tiled.py`). Both call the same region kernels (`kernels.py`), so their
-pixels are the same. Patch batches are split over the devices of `mesh` (default: this process's
-devices). Compiled functions are built once per predictor and reused for every image.
+`predict` runs the whole image (`stages.py`) or, when `config.magnet.streamed` asks for it or the maps
+would not fit (`tiled.needs_streaming`), tile by tile with the maps on the host (`tiled.py`): the same
+region kernels (`kernels.py`), so the same pixels. Patch batches are split over the devices of `mesh`
+(default: this process's). Compiled functions are built once per predictor and reused for every image.
 """
 
 from __future__ import annotations
@@ -28,7 +27,8 @@ import numpy as np
 from flax import nnx
 
 from magnet_jax.inference import kernels
-from magnet_jax.inference.host_maps import HostMap, ScaledImage
+from magnet_jax.inference.host_maps import HostMap
+from magnet_jax.inference.kernels import prepare_patches
 from magnet_jax.inference.plan import MagNetPlan, plan_from_config
 from magnet_jax.inference.result import MagNetResult, StageResult
 from magnet_jax.inference.stages import make_refine_stage_fn
@@ -37,18 +37,6 @@ from magnet_jax.rasters.large_io import ImageSource, open_image
 from magnet_jax.sharding import make_mesh, replicated
 
 __all__ = ["MagNetPredictor", "MagNetResult", "StageResult", "prepare_patches"]
-
-
-def prepare_patches(image: np.ndarray, plan: MagNetPlan) -> list[np.ndarray]:
-    """The whole image's inputs: `[stage0 [1, ih, iw, 3]] + [stage i [N_i, ih, iw, 3] per refinement stage]`
-    float32 (`kernels.stage0_input` / `kernels.patch_inputs`, the original's recipe)."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
-    source = ImageSource.from_array(image)
-    out = [kernels.stage0_input(ScaledImage(source, plan.scales[0]).read, plan)]
-    for stage in plan.stages:
-        out.append(kernels.patch_inputs(ScaledImage(source, stage.scale_wh).read, stage, plan, range(stage.n_total)))
-    return out
 
 
 class MagNetPredictor:
@@ -101,6 +89,7 @@ class MagNetPredictor:
         ]
         self._tile_fns: list | None = None  # built on the first tiled image
         self._argmax_fns: dict[tuple[int, int], object] = {}
+        self._batch_fns: dict[int, tuple] = {}
 
     def _load_states(self) -> None:
         rep = replicated(self.mesh)
@@ -112,11 +101,8 @@ class MagNetPredictor:
         return self.refiners[min(len(self.refiners), stage_index) - 1]
 
     def refresh_weights(self) -> None:
-        """Re-reads the models' current weights (e.g. between training epochs); compiled stages are reused.
-
-        The graph (and so train/eval mode) stays the one captured at construction: build the predictor
-        from models in eval mode.
-        """
+        """Re-reads the models' current weights; compiled stages are reused (build from models in eval mode:
+        the graph, and so train/eval mode, stays the one captured at construction)."""
         self._load_states()
 
     def swap_weights(
@@ -206,7 +192,7 @@ class MagNetPredictor:
             source = open_image(image) if not isinstance(image, ImageSource) else image
             image = source.whole()
         with self.precision():
-            result = self._predict_whole(image, keep_probs, prepared)
+            result = self._predict_whole([image], keep_probs, None if prepared is None else [prepared])[0]
         if not keep_patches:
             result.patches = None
         return result
@@ -227,33 +213,61 @@ class MagNetPredictor:
         """The coarse pass on the `[1, ih, iw, 3]` input: `(probs [ih, iw, C], argmax [ih, iw] uint8)`."""
         return self._stage0(self._bb_state, jax.device_put(patch, replicated(self.mesh)))
 
-    def _predict_whole(self, image: np.ndarray, keep_probs: bool, prepared: list | None) -> MagNetResult:
+    def predict_batch(self, images: Sequence[np.ndarray], *, prepared: Sequence | None = None) -> list[MagNetResult]:
+        """Several same-size RGB uint8 images `[H, W, 3]` through every stage per compiled call (the stage
+        functions vmapped over images, compiled once per count): `config.eval.batch_images`, for
+        accelerators. Whole-image runs only; one image is `predict`'s run."""
+        if self.tiled:
+            raise ValueError("config.eval.batch_images > 1 runs whole images: set config.magnet.streamed=off")
+        with self.precision():
+            return self._predict_whole(list(images), True, prepared)
+
+    def _batched(self, n: int):
+        """The stage functions for `n` images per call (`n == 1`: the predictor's own)."""
+        if n == 1:
+            return self._stage0, self._stage_fns
+        if n not in self._batch_fns:
+            self._batch_fns[n] = (
+                jax.jit(jax.vmap(self._stage0, in_axes=(None, 0))),
+                [jax.jit(jax.vmap(fn, in_axes=(None, None, 0, 0))) for fn in self._stage_fns],
+            )
+        return self._batch_fns[n]
+
+    def _predict_whole(self, images: list, keep_probs: bool, prepared: Sequence | None) -> list[MagNetResult]:
         t0 = time.perf_counter()
-        host = prepare_patches(image, self.plan) if prepared is None else prepared
+        prepared = prepared or [None] * len(images)
+        host = [prepare_patches(im, self.plan) if p is None else p for im, p in zip(images, prepared, strict=True)]
         t1 = time.perf_counter()
-        patches = jax.device_put(host, replicated(self.mesh))  # the whole image's patches go to the devices once
-        probs, am = self._stage0(self._bb_state, patches[0])
+        n = len(host)
+        stage0, stage_fns = self._batched(n)
+        at = (lambda x, b: x) if n == 1 else (lambda x, b: None if x is None else x[b])  # noqa: E731
+        stacked = host[0] if n == 1 else [np.stack(parts) for parts in zip(*host, strict=True)]
+        patches = jax.device_put(stacked, replicated(self.mesh))  # the images' patches go to the devices once
+        probs, am = stage0(self._bb_state, patches[0])
         am = np.asarray(am)
         t2 = time.perf_counter()
-        stages = [StageResult(0, self.plan.input_hw, probs, am, seconds=t2 - t1)]
-        for i, (st, fn) in enumerate(zip(self.plan.stages, self._stage_fns, strict=True)):
+        per_image = [[StageResult(0, self.plan.input_hw, at(probs, b), at(am, b), seconds=(t2 - t1) / n)]
+                     for b in range(n)]  # fmt: skip
+        for i, (st, fn) in enumerate(zip(self.plan.stages, stage_fns, strict=True)):
             ts = time.perf_counter()
             out = fn(self._bb_state, self._ref_states[i], probs, patches[i + 1])
-            probs = out["probs"]
-            am = np.asarray(out["argmax"])
-            if not keep_probs:
-                stages[-1].probs = None
-            stages.append(
-                StageResult(
-                    st.index, st.size_hw, probs, am, uncertainty=out["uncertainty"], error=out["error"],
-                    selected=np.asarray(out["selected"]), points=int(out["points"]), refined=out["refined"],
-                    seconds=time.perf_counter() - ts,
-                )
-            )  # fmt: skip
+            probs, am, selected = out["probs"], np.asarray(out["argmax"]), np.asarray(out["selected"])
+            points, seconds = np.asarray(out["points"]), (time.perf_counter() - ts) / n
+            for b, stages in enumerate(per_image):
+                if not keep_probs:
+                    stages[-1].probs = None
+                stages.append(StageResult(
+                    st.index, st.size_hw, at(probs, b), at(am, b), uncertainty=at(out["uncertainty"], b),
+                    error=at(out["error"], b), selected=at(selected, b), points=int(at(points, b)),
+                    refined=at(out["refined"], b), seconds=seconds,
+                ))  # fmt: skip
         jax.block_until_ready(probs)
-        return MagNetResult(
-            stages, probs, seconds=time.perf_counter() - t1, preprocess_seconds=t1 - t0, patches=list(patches)
-        )
+        t3 = time.perf_counter()
+        return [
+            MagNetResult(stages, stages[-1].probs, seconds=(t3 - t1) / n, preprocess_seconds=(t1 - t0) / n,
+                         patches=[at(p, b) for p in patches])  # fmt: skip
+            for b, stages in enumerate(per_image)
+        ]
 
     def argmax_at(self, probs: jax.Array | HostMap, size_hw: tuple[int, int]) -> np.ndarray:
         """`argmax(bilinear(ac=False)(probs -> size_hw))` as uint8 `[h, w]` (compiled once per size).
