@@ -2,12 +2,14 @@
 
 Errors that are the user's to fix (config, data, checkpoint, workdir, resume, unreadable images) are
 printed as one line `main.py: error: ...` with exit status 2 (1 when work was done but some inputs
-failed: skipped images, a partial evaluation, a diverged training run). Anything else is a bug and
-keeps its traceback. `--verbose` (or `MAGNET_JAX_VERBOSE=1`) shows the traceback of every error.
+failed: skipped images, a partial evaluation, a diverged training run). A full disk is one line naming
+the file (`commands/errors.py`), Ctrl-C one line and exit status 130. Anything else is a bug and keeps
+its traceback. `--verbose` (or `MAGNET_JAX_VERBOSE=1`) shows the traceback of every error.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -68,13 +70,22 @@ def guarded(fn: Callable[[], object], *, before_work: bool, argv: Sequence[str] 
     """Runs `fn`; a user error becomes one line and exit status 2 (1 after partial work). Before any work
     (config checks) every ValueError is a user error; during work only the project's own classes are,
     plus ValueErrors whose message names a config field or a flag."""
+    from magnet_jax.commands.errors import INTERRUPTED_STATUS, disk_error_line, interrupted_line
+
     try:
         return fn()
     except SystemExit:
         raise
+    except KeyboardInterrupt as e:
+        if verbose(argv):
+            raise
+        fail(interrupted_line(e), INTERRUPTED_STATUS)
     except Exception as e:
         if verbose(argv):
             raise
+        disk = disk_error_line(e)
+        if disk is not None:
+            fail(disk)
         mine = isinstance(e, user_error_types()) or _after_work(e)
         named = isinstance(e, ValueError) and str(e).lstrip("'\"").startswith(("config.", "--"))
         if mine or named or (before_work and isinstance(e, (ValueError, KeyError, AttributeError))):
@@ -90,9 +101,34 @@ def flags_parser(argv: list[str]) -> list[str]:
         app.usage(shorthelp="--helpfull" not in argv, writeto_stdout=True, exitcode=0)  # absl itself exits 1
 
     def parse():
+        from magnet_jax.commands.config_file import check_config_file, config_flag_value
+
+        spec = config_flag_value(argv[1:])
+        if spec is not None:  # a missing or broken config file: one line, before absl loads it
+            check_config_file(spec)
         try:
             return flags.FLAGS(argv)
         except flags.Error as e:
             fail(one_line(e))
 
     return guarded(parse, before_work=True, argv=argv)
+
+
+def safe_console() -> None:
+    """stdout / stderr print any file name: bytes that are not UTF-8 (held as surrogates) are escaped, never
+    a UnicodeEncodeError in the middle of a run."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def image_args(values: Sequence[str]) -> list[str]:
+    """`--image` values (the flag may repeat) -> items: a value that names an existing path or matches a glob
+    is kept whole (a comma in a file name stays); any other value is split at its commas."""
+    items: list[str] = []
+    for value in values:
+        if os.path.exists(value) or (glob.has_magic(value) and glob.glob(value)) or "," not in value:
+            items.append(value)
+        else:
+            items.extend(part for part in (p.strip() for p in value.split(",")) if part)
+    return items

@@ -20,7 +20,7 @@ from magnet_jax.commands.workdir import flat_config
 from magnet_jax.evaluation import write_json_atomic
 from magnet_jax.inference.engine import MagNetPredictor
 from magnet_jax.inference.predict import expand_images, output_dirs, save_prediction
-from magnet_jax.preprocess import ImageDecodeError, read_image_rgb
+from magnet_jax.preprocess import ImageDecodeError, read_image_rgb, shown_path
 
 
 class SkippedImagesError(RuntimeError):
@@ -63,7 +63,7 @@ def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
                 continue
             summary["images"].append({"image": path, "output": out_dir, "streamed": info})
             written.append(out_dir)
-            print(f"{os.path.basename(path)}: streamed -> {out_dir}", flush=True)
+            print(f"{shown_path(os.path.basename(path))}: streamed -> {shown_path(out_dir)}", flush=True)
             continue
         try:
             image = read_image_rgb(path)
@@ -79,10 +79,11 @@ def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
         summary["images"].append({"image": path, "output": out_dir, "seconds": timings, "points": points})
         written.append(out_dir)
         stages = ", ".join(f"{k} {v:.2f}" for k, v in timings.items() if k.startswith("stage"))
-        print(f"{os.path.basename(path)}: {result.seconds:.2f} s ({stages}) -> {out_dir}", flush=True)
+        print(f"{shown_path(os.path.basename(path))}: {result.seconds:.2f} s ({stages}) -> {shown_path(out_dir)}",
+              flush=True)  # fmt: skip
     write_json_atomic(os.path.join(workdir, "predict_summary.json"), summary)
     print(f"predicted {len(written)} of {len(paths)} images; summary: {os.path.join(workdir, 'predict_summary.json')}")
     if summary["skipped"]:
-        names = ", ".join(os.path.basename(s["image"]) for s in summary["skipped"])
+        names = ", ".join(shown_path(os.path.basename(s["image"])) for s in summary["skipped"])
         raise SkippedImagesError(f"{len(summary['skipped'])} of {len(paths)} images could not be read: {names}")
     return written

@@ -158,7 +158,7 @@ def run_train(config, workdir: str | Path) -> dict | None:
 
     maybe_initialize_distributed()  # several processes (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI): join first
     check_config(config, "train")
-    workdir = prepare_workdir(workdir)
+    workdir = prepare_workdir(workdir, utf8_only=True)
     check_record(config, workdir)
     preflight(config, workdir)
     if jax.process_index() == 0:

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 import cv2
 import numpy as np
 
+from magnet_jax.preprocess import write_image
+
 __all__ = ["ImageSource", "open_image", "read_sampled", "save_rgb_png", "write_label_tiff"]
 
 TIFF_EXTENSIONS = (".tif", ".tiff", ".btf", ".tf8", ".svs", ".ome.tif")
@@ -180,8 +182,7 @@ def read_sampled(source: ImageSource, rows: np.ndarray, cols: np.ndarray, band: 
 
 
 def save_rgb_png(path: str, image_rgb: np.ndarray) -> None:
-    if not cv2.imwrite(path, cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR)):
-        raise OSError(f"cannot write {path}")
+    write_image(path, cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR))
 
 
 def _level_tiles(read_rows: Callable[[int, int], np.ndarray], size_hw, factor: int, tile: int) -> Iterator[np.ndarray]:
