@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +25,28 @@ from magnet_jax.training.state import TrainState
 
 class TrainingDivergedError(FloatingPointError):
     """The loss (or gradient) became NaN / inf; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: the message names the step and the checkpoint a rerun resumes from."""
+
+
+@contextlib.contextmanager
+def _sigint_after():
+    """Ctrl-C during a checkpoint save is acted on once the save returns: a save is never cut short (and
+    orbax does not log the interrupted wait as an error)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) in (
+            signal.SIG_IGN, None):  # fmt: skip
+        yield
+        return
+    got: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda *_: got.append(1))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if got:
+        raise KeyboardInterrupt
 
 
 def total_steps(loop: LoopSpec, steps_per_epoch: int) -> int:
@@ -146,10 +171,15 @@ class TrainLoop:
                     self.logger.write(step, "eval", result)
                     progress.write(f"{self.run} step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
                 if do_ckpt:
-                    self._save(step, it, miou)
-                    last_good = step
+                    with _sigint_after():
+                        self._save(step, it, miou)
+                        last_good = step
             if pending is not None:
                 self._consume(pending, progress, epoch_acc, last_good)
+        except KeyboardInterrupt:
+            kept = f"the checkpoint of step {last_good} is kept" if last_good else "no checkpoint was written yet"
+            raise TrainingInterrupted(f"interrupted at step {step} of {self.total} ({self.run}; {kept}); rerun the "
+                                      "same command to resume") from None  # fmt: skip
         finally:
             release_heap()
             progress.close()
