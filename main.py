@@ -60,11 +60,13 @@ def _run(argv: list[str]) -> None:
     if mode == "predict" and not _IMAGE.value:
         raise ValueError("--image: --mode=predict needs image files, globs or folders")
     from magnet_jax.commands.checks import check_config
+    from magnet_jax.commands.errors import note_workdir
     from magnet_jax.commands.workdir import lock_workdir, prepare_workdir
 
     check_config(config, mode)
     workdir = prepare_workdir(_WORKDIR.value, utf8_only=mode == "train")
     lock_workdir(workdir)  # one run per workdir, held until this process exits
+    note_workdir(workdir)  # named by a failed write that does not say which file it was
     if mode == "train":  # the workdir's record and checkpoints, before any work (train writes nothing before)
         from magnet_jax.commands.train import preflight
         from magnet_jax.commands.workdir import check_record

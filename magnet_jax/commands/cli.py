@@ -70,7 +70,7 @@ def guarded(fn: Callable[[], object], *, before_work: bool, argv: Sequence[str] 
     """Runs `fn`; a user error becomes one line and exit status 2 (1 after partial work). Before any work
     (config checks) every ValueError is a user error; during work only the project's own classes are,
     plus ValueErrors whose message names a config field or a flag."""
-    from magnet_jax.commands.errors import INTERRUPTED_STATUS, disk_error_line, interrupted_line
+    from magnet_jax.commands.errors import INTERRUPTED_STATUS, after_disk_error, disk_error_line, interrupted_line
 
     try:
         return fn()
@@ -85,7 +85,7 @@ def guarded(fn: Callable[[], object], *, before_work: bool, argv: Sequence[str] 
             raise
         disk = disk_error_line(e)
         if disk is not None:
-            fail(disk)
+            fail(disk + after_disk_error(e))
         mine = isinstance(e, user_error_types()) or _after_work(e)
         named = isinstance(e, ValueError) and str(e).lstrip("'\"").startswith(("config.", "--"))
         if mine or named or (before_work and isinstance(e, (ValueError, KeyError, AttributeError))):
@@ -120,6 +120,10 @@ def safe_console() -> None:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    if not verbose():
+        from magnet_jax.commands.errors import quiet_closed_loop_noise
+
+        quiet_closed_loop_noise()
 
 
 def image_args(values: Sequence[str]) -> list[str]:

@@ -22,6 +22,8 @@ DISK_ERRNOS = {
 _TEXTS = {os.strerror(n): n for n in DISK_ERRNOS}
 _QUOTED_PATH = re.compile(r"""(?:'|")(/[^'"]+)(?:'|")""")
 
+_ON_DISK_ERROR: list = []  # callbacks `(error) -> extra text` run when a disk failure ends the command
+_WORKDIR: list[str] = []  # the command's workdir: where a failed write without a file name was going
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
 
@@ -33,11 +35,20 @@ def _chain(e: BaseException):
         e = e.__cause__ or e.__context__
 
 
+def note_workdir(workdir: str | os.PathLike) -> None:
+    """Remembers the command's workdir, named when a failed write does not say which file it was."""
+    _WORKDIR[:] = [os.fspath(workdir)]
+
+
+def _unnamed() -> str:
+    return f"writing into --workdir {_WORKDIR[0]}" if _WORKDIR else "writing a file"
+
+
 def disk_error_line(e: BaseException) -> str | None:
     """`"FILE: No space left on device (what to do)"` when `e` (or its cause) is a disk-level failure, else None."""
     for err in _chain(e):
         if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
-            name = err.filename if err.filename is not None else "writing a file"
+            name = err.filename if err.filename is not None else _unnamed()
             from magnet_jax.preprocess import shown_path
 
             shown = shown_path(name) if isinstance(name, (str, bytes, os.PathLike)) else str(name)
@@ -46,12 +57,71 @@ def disk_error_line(e: BaseException) -> str | None:
         for message, number in _TEXTS.items():
             if message in text:
                 found = _QUOTED_PATH.search(text)
-                where = found.group(1) if found else "writing a file"
+                where = found.group(1) if found else _unnamed()
                 return f"{where}: {message} ({DISK_ERRNOS[number]})"
     return None
+
+
+def on_disk_error(callback) -> None:
+    """Registers `callback(error) -> str` (say what was kept) for when a disk failure ends the command."""
+    _ON_DISK_ERROR.append(callback)
+
+
+def after_disk_error(e: BaseException) -> str:
+    """Runs the registered callbacks; their texts, joined (a failing callback adds nothing)."""
+    texts = []
+    for callback in _ON_DISK_ERROR:
+        try:
+            texts.append(callback(e) or "")
+        except Exception:  # noqa: BLE001 - the disk error is the one to report
+            continue
+    return "".join(texts)
+
+
+def write_partial_summary(e: BaseException, summary: dict, workdir: str, out_dirs: list[str]) -> str:
+    """Predict stopped by a full disk: the outputs of the image being written (the first of `out_dirs` the
+    summary does not list) are incomplete and removed, and `WORKDIR/predict_summary.json` lists the images
+    written before; returns what to add to the one line."""
+    import shutil
+
+    from magnet_jax.evaluation import write_json_atomic
+    from magnet_jax.preprocess import shown_path
+
+    done = {row.get("output") for row in summary.get("images", [])}
+    failed = next((d for d in out_dirs if d not in done), None)
+    text = ""
+    if failed is not None and os.path.isdir(failed):
+        shutil.rmtree(failed, ignore_errors=True)  # room for the summary, and no half-written image folder
+        text = f"; the incomplete outputs {shown_path(failed)} were removed"
+    summary["stopped"] = disk_error_line(e)
+    path = os.path.join(workdir, "predict_summary.json")
+    try:
+        write_json_atomic(path, summary)
+    except OSError:
+        return text + "; predict_summary.json could not be written either"
+    return text + f"; the {len(done)} images written before are listed in {shown_path(path)}"
 
 
 def interrupted_line(e: BaseException) -> str:
     """The one line of a Ctrl-C: the training loop's own (which step) or a generic one."""
     text = " ".join(str(e).split())
     return text or "interrupted; rerun the same command to resume (finished work is kept)"
+
+
+def _closed_loop(exc: BaseException | None) -> bool:
+    return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+
+
+def quiet_closed_loop_noise() -> None:
+    """After a failed orbax read, tensorstore's remaining callbacks find orbax's asyncio loop closed and
+    print one 'Event loop is closed' traceback each (through `sys.unraisablehook`); they say nothing about
+    the failure, which is reported on its own line, so they are dropped. Everything else prints as before."""
+    import sys
+
+    before = sys.unraisablehook
+
+    def hook(args):
+        if not _closed_loop(args.exc_value):
+            before(args)
+
+    sys.unraisablehook = hook

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from absl import logging
 
+from magnet_jax.commands.errors import on_disk_error, write_partial_summary
 from magnet_jax.commands.workdir import flat_config
 from magnet_jax.evaluation import write_json_atomic
 from magnet_jax.inference.engine import MagNetPredictor
@@ -53,6 +54,7 @@ def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
         predictor.plan, options) else None  # fmt: skip
     if streamed is not None:
         print("streamed prediction: stage maps tile by tile on disk (config.magnet.streamed)", flush=True)
+    on_disk_error(lambda e: write_partial_summary(e, summary, workdir, output_dirs(paths, workdir)))  # full disk
     for path, out_dir in zip(paths, output_dirs(paths, workdir), strict=True):
         if streamed is not None:
             try:
