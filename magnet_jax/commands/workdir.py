@@ -163,6 +163,8 @@ def lock_workdir(workdir: Path) -> None:
     workdir = Path(workdir)
     if workdir in _HELD or _launch_rank() != 0:
         return
+    # POSIX record lock (lockf), so that F_GETLK names the holder and the file stays empty; this process
+    # must never open and close the lock file elsewhere (closing any of its descriptors releases the lock).
     f = open(workdir / LOCK_FILE, "a")  # noqa: SIM115 - held open for the life of the process
     try:
         fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
