@@ -62,7 +62,12 @@ def verbose(argv: Sequence[str] = ()) -> bool:
 
 
 def fail(message: str, status: int = 2) -> None:
+    import warnings
+
     print(f"main.py: error: {message}", file=sys.stderr, flush=True)
+    # The error is said; what the interpreter's shutdown finds half done (orbax's coroutines cut short by a
+    # full disk: "never awaited") would only print after it, so the line would no longer be the last.
+    warnings.simplefilter("ignore")
     sys.exit(status)
 
 

@@ -108,20 +108,37 @@ def interrupted_line(e: BaseException) -> str:
     return text or "interrupted; rerun the same command to resume (finished work is kept)"
 
 
-def _closed_loop(exc: BaseException | None) -> bool:
-    return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+def _orbax_echo(args) -> bool:
+    """An unraisable error that only echoes a failed orbax read: its closed event loop, or a sibling read
+    of the same damaged checkpoint whose coroutine was dropped."""
+    exc = args.exc_value
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+        return True
+    import traceback
+
+    return any("orbax/checkpoint" in f.filename for f in traceback.extract_tb(exc.__traceback__)) if exc else False
+
+
+class _NoOrphanTasks:
+    def filter(self, record) -> bool:
+        return not str(record.msg).split("\n", 1)[0].endswith("exception was never retrieved")
 
 
 def quiet_closed_loop_noise() -> None:
     """After a failed orbax read, tensorstore's remaining callbacks find orbax's asyncio loop closed and
-    print one 'Event loop is closed' traceback each (through `sys.unraisablehook`); they say nothing about
-    the failure, which is reported on its own line, so they are dropped. Everything else prints as before."""
+    print one 'Event loop is closed' traceback each (through `sys.unraisablehook`), and the sibling reads
+    that failed too are printed as ignored exceptions or logged by asyncio ('Task exception was never
+    retrieved'), each with its traceback. They say
+    nothing the one line (or note) about the damaged file does not, so they are dropped; everything else
+    prints as before."""
+    import logging
     import sys
 
     before = sys.unraisablehook
 
     def hook(args):
-        if not _closed_loop(args.exc_value):
+        if not _orbax_echo(args):
             before(args)
 
     sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(_NoOrphanTasks())
