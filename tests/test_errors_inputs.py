@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import REPO, run_main
+from helpers.small_disk import KINDS, MESSAGES, run_main_in, small_disk
 from test_errors import _one_line_error, _tree_hash
 
 TINY = str(REPO / "tests" / "configs" / "tiny.py")
@@ -150,3 +151,23 @@ def test_a_second_run_in_a_held_workdir_is_refused(tmp_path, tiny_weights):
     proc = run_main(["--config", TINY, "--mode=evaluate", "--workdir", str(work),
                      f"--config.data.root={tmp_path / 'd'}", *_weights(tiny_weights)])  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]  # released: the next run goes ahead
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_predict_on_a_full_disk_still_writes_its_summary(tmp_path, tiny_weights, kind):
+    """The disk fills during the second image (tmpfs), or a figure is over the file-size limit (fsize, the
+    first image): one line naming what failed, the incomplete image folder removed, and
+    predict_summary.json listing the images written before."""
+    for i in range(4):
+        _png(str(tmp_path / f"im{i}.png"), i)
+    with small_disk(kind, tmp_path, 330 if kind == "tmpfs" else 64) as (disk, limit):
+        work = disk / "out"
+        proc = run_main_in(["--config", TINY, "--mode=predict", "--workdir", str(work), *_weights(tiny_weights),
+                            "--image", str(tmp_path / "im*.png")], REPO, fsize_kb=limit)  # fmt: skip
+        line = _one_line_error(proc)
+        assert MESSAGES[kind] in line and "were removed; the " in line, line
+        summary = json.loads((work / "predict_summary.json").read_text())
+        written = [os.path.basename(r["output"]) for r in summary["images"]]
+        assert MESSAGES[kind] in summary["stopped"] and f"the {len(written)} images written before" in line
+        assert sorted(p.name for p in work.iterdir() if p.is_dir()) == written  # no half-written folder
+        assert written == (["im0"] if kind == "tmpfs" else [])

@@ -91,7 +91,7 @@ def test_unreadable_checkpoints_fall_back_to_the_one_before(finished, tmp_path):
 def test_a_full_disk_is_one_line_naming_the_file(tmp_path, kind):
     with small_disk(kind, tmp_path, 1024) as (disk, limit):
         work = disk / "w"
-        proc = run_main_in(_args(work, tmp_path / "data"), REPO, preexec_fn=limit)
+        proc = run_main_in(_args(work, tmp_path / "data"), REPO, fsize_kb=limit)
         line = _one_line_error(proc)
         assert MESSAGES[kind] in line and f"{work}" in line, line
         assert len(proc.stderr.splitlines()) < 40, proc.stderr[-3000:]
