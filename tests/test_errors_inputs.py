@@ -95,11 +95,12 @@ def test_predict_takes_any_file_name_and_skips_sub_folders(tmp_path, tiny_weight
 
 
 def test_image_flags_split_at_commas_only_between_paths(tmp_path, tiny_weights):
-    for i, name in enumerate(("x.png", "y.png")):
+    for i, name in enumerate(("x.png", "y.png", "a,b.png")):
         _png(str(tmp_path / name), i)
     proc = run_main(["--config", TINY, "--mode=predict", "--workdir", str(tmp_path / "w"), *_weights(tiny_weights),
-                     f"--image={tmp_path / 'x.png'},{tmp_path / 'y.png'}"])  # fmt: skip
-    assert proc.returncode == 0 and "predicted 2 of 2 images" in proc.stdout, proc.stderr[-3000:]
+                     f"--image={tmp_path / 'x.png'},{tmp_path / 'a,b.png'},{tmp_path / 'y.png'}"])  # fmt: skip
+    assert proc.returncode == 0 and "predicted 3 of 3 images" in proc.stdout, proc.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "w").iterdir() if p.is_dir()) == ["a,b", "x", "y"]
     proc = run_main(["--config", TINY, "--mode=predict", "--workdir", str(tmp_path / "w"), *_weights(tiny_weights),
                      f"--image={tmp_path / 'x.png'},{tmp_path / 'nothing.png'}"])  # fmt: skip
     assert "--image: " in _one_line_error(proc) and "nothing.png (no such file)" in proc.stderr

@@ -131,13 +131,21 @@ def safe_console() -> None:
         quiet_closed_loop_noise()
 
 
+def _found(item: str) -> bool:
+    return os.path.exists(item) or bool(glob.has_magic(item) and glob.glob(item))
+
+
 def image_args(values: Sequence[str]) -> list[str]:
-    """`--image` values (the flag may repeat) -> items: a value that names an existing path or matches a glob
-    is kept whole (a comma in a file name stays); any other value is split at its commas."""
+    """`--image` values (the flag may repeat) -> items. A value is split at its commas, except where the
+    comma is inside a path that exists (or a glob that matches): at each place the longest run of
+    comma-joined pieces that names one is kept whole (`a.png,b,c.png` with `b,c.png` a file: two items)."""
     items: list[str] = []
     for value in values:
-        if os.path.exists(value) or (glob.has_magic(value) and glob.glob(value)) or "," not in value:
-            items.append(value)
-        else:
-            items.extend(part for part in (p.strip() for p in value.split(",")) if part)
+        parts, i = value.split(","), 0
+        while i < len(parts):
+            j = next((j for j in range(len(parts), i + 1, -1) if _found(",".join(parts[i:j]).strip())), i + 1)
+            item = ",".join(parts[i:j]).strip()
+            if item:
+                items.append(item)
+            i = j
     return items
