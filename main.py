@@ -37,14 +37,18 @@ except ValueError as e:  # a bad MAGNET_JAX_ALLOCATOR: one line, as every user m
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from magnet_jax.commands.cli import flags_parser, guarded  # noqa: E402
+from magnet_jax.commands.cli import flags_parser, guarded, image_args, safe_console  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, logs and outputs.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "check", "sweep"], "What to do.")
-_IMAGE = flags.DEFINE_list("image", [], "predict: image files, globs or folders (comma-separated).")
+_IMAGE = flags.DEFINE_multi_string(
+    "image", [], "predict: image files, globs or folders (repeat the flag, or separate them by commas; a path "
+    "that exists is never split)."
+)
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show the traceback of every error.")
 flags.mark_flags_as_required(["config", "workdir"])
+safe_console()
 
 
 def _run(argv: list[str]) -> None:
@@ -56,10 +60,13 @@ def _run(argv: list[str]) -> None:
     if mode == "predict" and not _IMAGE.value:
         raise ValueError("--image: --mode=predict needs image files, globs or folders")
     from magnet_jax.commands.checks import check_config
-    from magnet_jax.commands.workdir import prepare_workdir
+    from magnet_jax.commands.errors import note_workdir
+    from magnet_jax.commands.workdir import lock_workdir, prepare_workdir
 
     check_config(config, mode)
-    workdir = prepare_workdir(_WORKDIR.value)
+    workdir = prepare_workdir(_WORKDIR.value, utf8_only=mode == "train")
+    lock_workdir(workdir)  # one run per workdir, held until this process exits
+    note_workdir(workdir)  # named by a failed write that does not say which file it was
     if mode == "evaluate":  # a training workdir's results.json and pictures/ are the training's
         from magnet_jax.commands.workdir import check_evaluation_workdir
 
@@ -92,7 +99,7 @@ def main(argv: list[str]) -> None:
         from magnet_jax.commands.predict import run_predict
 
         def command(c, w):
-            return run_predict(c, str(w), _IMAGE.value)
+            return run_predict(c, str(w), image_args(_IMAGE.value))
 
     guarded(lambda: command(config, workdir), before_work=False, argv=argv)
 

@@ -38,6 +38,7 @@ import prepare_common as common  # noqa: E402
 
 from magnet_jax.data.datasets.gleason import GRADE_TO_CLASS  # noqa: E402
 from magnet_jax.data.errors import DataError, MissingDataError, download_hint, first_few  # noqa: E402
+from magnet_jax.preprocess import decode_image_file, write_image  # noqa: E402
 
 SPLITS = ("train", "val")
 IMAGES = "Train Imgs"
@@ -128,13 +129,13 @@ def prepare(download: str, root: str, lists_dir: str | None = None, split_from: 
         for image_rel, label_rel in pairs:
             core = _core(image_rel)
             image_src = os.path.join(download, IMAGES, f"{core}.jpg")
-            image = cv2.imread(image_src, cv2.IMREAD_GRAYSCALE)
+            image = decode_image_file(image_src, cv2.IMREAD_GRAYSCALE)
             if image is None:
                 raise DataError(f"cannot read image {image_src}: not an image file OpenCV can decode, or corrupt")
             size = image.shape
             classes = []
             for f in maps[core]:
-                raw = cv2.imread(f, cv2.IMREAD_UNCHANGED)
+                raw = decode_image_file(f, cv2.IMREAD_UNCHANGED)
                 if raw is None or raw.ndim != 2 or raw.shape != size:
                     got = "unreadable" if raw is None else f"shape {raw.shape}"
                     raise DataError(f"{f}: expected a single-channel grade map of the image's size {size}, got {got}")
@@ -143,8 +144,7 @@ def prepare(download: str, root: str, lists_dir: str | None = None, split_from: 
             ties, pixels = ties + n_ties, pixels + label.size
             _place_image(image_src, os.path.join(root, image_rel))
             os.makedirs(os.path.dirname(os.path.join(root, label_rel)), exist_ok=True)
-            if not cv2.imwrite(os.path.join(root, label_rel), label):
-                raise DataError(f"cannot write {os.path.join(root, label_rel)}")
+            write_image(os.path.join(root, label_rel), label)
     common.install_lists(src, lists_dir or common.standard_dir("gleason"), SPLITS)
     per_core = [len(m) for m in maps.values()]
     return {"counts": {s: len(p) for s, p in lists.items()}, "maps_per_core": (min(per_core), max(per_core)),

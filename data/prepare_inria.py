@@ -29,6 +29,7 @@ import prepare_common as common  # noqa: E402
 
 from magnet_jax.data.archives import extract_once  # noqa: E402
 from magnet_jax.data.errors import DataError, MissingDataError, download_hint  # noqa: E402
+from magnet_jax.preprocess import decode_image_file  # noqa: E402
 
 SPLITS = ("train", "val", "test")
 FOLDER = "AerialImageDataset"
@@ -43,7 +44,7 @@ def unzip(zip_path: str, root: str) -> None:
 
 def check_mask(path: str) -> None:
     """DataError unless `path` is a single-channel mask of 0 and 255 only."""
-    mask = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    mask = decode_image_file(path, cv2.IMREAD_UNCHANGED)
     if mask is None or mask.ndim != 2 or mask.dtype != np.uint8:
         got = "unreadable" if mask is None else f"shape {mask.shape}, {mask.dtype}"
         raise DataError(f"{path}: expected a single-channel 8-bit building mask, got {got}")

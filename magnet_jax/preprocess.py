@@ -1,6 +1,14 @@
-"""Image preprocessing exactly as the original: OpenCV resizes and ImageNet normalisation."""
+"""Image preprocessing exactly as the original: OpenCV resizes and ImageNet normalisation; every image
+file read and written by magnet-jax goes through `read_image_rgb` / `decode_image_file` / `write_image`.
+
+File names reach OpenCV only as bytes (`np.fromfile` + `cv2.imdecode`, `cv2.imencode` + a Python
+write): a name that is not valid UTF-8 (`bad\\xff.png`, held by Python as a surrogate-escaped str)
+crashes `cv2.imread` / `cv2.imwrite` in native code. Messages show names through `shown_path`.
+"""
 
 from __future__ import annotations
+
+import os
 
 import cv2
 import numpy as np
@@ -41,6 +49,29 @@ class ImageDecodeError(ValueError):
     """An image file that is missing, truncated or corrupt (named in the message)."""
 
 
+def shown_path(path: str | os.PathLike | bytes) -> str:
+    """`path` printable on any console: bytes that are not UTF-8 shown as `\\xff` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def decode_image_file(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
+    """`cv2.imread(path, flags)` without handing OpenCV the name: the bytes are read by numpy and decoded
+    (`[H, W, 3]` BGR for IMREAD_COLOR); None when OpenCV cannot decode them (or the file is empty)."""
+    data = np.fromfile(os.fspath(path), dtype=np.uint8)
+    return cv2.imdecode(data, flags) if data.size else None
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """`cv2.imwrite` through bytes: `image` (`[H, W]` or `[H, W, 3]` BGR) encoded by the file's extension,
+    then written by Python (an OSError such as a full disk names the file)."""
+    ext = os.path.splitext(os.fspath(path))[1] or ".png"
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(image))
+    if not ok:
+        raise ValueError(f"cannot encode image {shown_path(path)} as {ext}")
+    with open(path, "wb") as f:
+        f.write(buf.tobytes())
+
+
 def check_image_complete(path: str) -> None:
     """Raises ImageDecodeError if `path` is a truncated or corrupt JPEG / PNG.
 
@@ -48,8 +79,6 @@ def check_image_complete(path: str) -> None:
     refuses it: a JPEG must end with its EOI marker (FF D9, trailing padding allowed), a PNG must pass
     Pillow's chunk CRC verification up to its IEND chunk.
     """
-    import os
-
     with open(path, "rb") as f:
         head = f.read(8)
         size = os.fstat(f.fileno()).st_size
@@ -58,7 +87,7 @@ def check_image_complete(path: str) -> None:
     check_pixel_limit(path)
     if head[:3] == b"\xff\xd8\xff":
         if not tail.rstrip(b"\x00\n\r ").endswith(b"\xff\xd9"):
-            raise ImageDecodeError(f"cannot read image {path}: truncated JPEG (no end-of-image marker)")
+            raise ImageDecodeError(f"cannot read image {shown_path(path)}: truncated JPEG (no end-of-image marker)")
     elif head == b"\x89PNG\r\n\x1a\n":
         from PIL import Image
 
@@ -66,7 +95,7 @@ def check_image_complete(path: str) -> None:
             with Image.open(path) as im:
                 im.verify()
         except Exception as e:  # noqa: BLE001 - Pillow raises several types for broken files
-            raise ImageDecodeError(f"cannot read image {path}: corrupt PNG ({e})") from None
+            raise ImageDecodeError(f"cannot read image {shown_path(path)}: corrupt PNG ({e})") from None
 
 
 def _png_jpeg_size(path: str) -> tuple[str, int, int] | None:
@@ -120,12 +149,12 @@ def check_pixel_limit(path: str) -> None:
 def read_image_rgb(path: str) -> np.ndarray:
     """Reads an image file as RGB uint8 `[H, W, 3]`, strictly: a missing, truncated or corrupt file is an
     error naming it (FileNotFoundError / ImageDecodeError), never a grey fill."""
-    import os
-
     if not os.path.exists(path):
-        raise FileNotFoundError(f"image not found: {path}")
+        raise FileNotFoundError(f"image not found: {shown_path(path)}")
+    if os.path.isdir(path):
+        raise ImageDecodeError(f"cannot read image {shown_path(path)}: a folder, not an image file")
     check_image_complete(path)
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    image = decode_image_file(path, cv2.IMREAD_COLOR)
     if image is None:
-        raise ImageDecodeError(f"cannot read image {path}: not an image file OpenCV can decode, or corrupt")
+        raise ImageDecodeError(f"cannot read image {shown_path(path)}: not an image file OpenCV can decode, or corrupt")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -2,12 +2,14 @@
 
 Errors that are the user's to fix (config, data, checkpoint, workdir, resume, unreadable images) are
 printed as one line `main.py: error: ...` with exit status 2 (1 when work was done but some inputs
-failed: skipped images, a partial evaluation, a diverged training run). Anything else is a bug and
-keeps its traceback. `--verbose` (or `MAGNET_JAX_VERBOSE=1`) shows the traceback of every error.
+failed: skipped images, a partial evaluation, a diverged training run). A full disk is one line naming
+the file (`commands/errors.py`), Ctrl-C one line and exit status 130. Anything else is a bug and keeps
+its traceback. `--verbose` (or `MAGNET_JAX_VERBOSE=1`) shows the traceback of every error.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -62,7 +64,12 @@ def verbose(argv: Sequence[str] = ()) -> bool:
 
 
 def fail(message: str, status: int = 2) -> None:
+    import warnings
+
     print(f"main.py: error: {message}", file=sys.stderr, flush=True)
+    # The error is said; what the interpreter's shutdown finds half done (orbax's coroutines cut short by a
+    # full disk: "never awaited") would only print after it, so the line would no longer be the last.
+    warnings.simplefilter("ignore")
     sys.exit(status)
 
 
@@ -70,13 +77,22 @@ def guarded(fn: Callable[[], object], *, before_work: bool, argv: Sequence[str] 
     """Runs `fn`; a user error becomes one line and exit status 2 (1 after partial work). Before any work
     (config checks) every ValueError is a user error; during work only the project's own classes are,
     plus ValueErrors whose message names a config field or a flag."""
+    from magnet_jax.commands.errors import INTERRUPTED_STATUS, after_disk_error, disk_error_line, interrupted_line
+
     try:
         return fn()
     except SystemExit:
         raise
+    except KeyboardInterrupt as e:
+        if verbose(argv):
+            raise
+        fail(interrupted_line(e), INTERRUPTED_STATUS)
     except Exception as e:
         if verbose(argv):
             raise
+        disk = disk_error_line(e)
+        if disk is not None:
+            fail(disk + after_disk_error(e))
         mine = isinstance(e, user_error_types()) or _after_work(e)
         named = isinstance(e, ValueError) and str(e).lstrip("'\"").startswith(("config.", "--"))
         if mine or named or (before_work and isinstance(e, (ValueError, KeyError, AttributeError))):
@@ -92,9 +108,46 @@ def flags_parser(argv: list[str]) -> list[str]:
         app.usage(shorthelp="--helpfull" not in argv, writeto_stdout=True, exitcode=0)  # absl itself exits 1
 
     def parse():
+        from magnet_jax.commands.config_file import check_config_file, config_flag_value
+
+        spec = config_flag_value(argv[1:])
+        if spec is not None:  # a missing or broken config file: one line, before absl loads it
+            check_config_file(spec)
         try:
             return flags.FLAGS(argv)
         except flags.Error as e:
             fail(one_line(e))
 
     return guarded(parse, before_work=True, argv=argv)
+
+
+def safe_console() -> None:
+    """stdout / stderr print any file name: bytes that are not UTF-8 (held as surrogates) are escaped, never
+    a UnicodeEncodeError in the middle of a run."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    if not verbose():
+        from magnet_jax.commands.errors import quiet_closed_loop_noise
+
+        quiet_closed_loop_noise()
+
+
+def _found(item: str) -> bool:
+    return os.path.exists(item) or bool(glob.has_magic(item) and glob.glob(item))
+
+
+def image_args(values: Sequence[str]) -> list[str]:
+    """`--image` values (the flag may repeat) -> items. A value is split at its commas, except where the
+    comma is inside a path that exists (or a glob that matches): at each place the longest run of
+    comma-joined pieces that names one is kept whole (`a.png,b,c.png` with `b,c.png` a file: two items)."""
+    items: list[str] = []
+    for value in values:
+        parts, i = value.split(","), 0
+        while i < len(parts):
+            j = next((j for j in range(len(parts), i + 1, -1) if _found(",".join(parts[i:j]).strip())), i + 1)
+            item = ",".join(parts[i:j]).strip()
+            if item:
+                items.append(item)
+            i = j
+    return items

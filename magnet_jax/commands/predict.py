@@ -16,11 +16,12 @@ from collections.abc import Sequence
 
 from absl import logging
 
+from magnet_jax.commands.errors import on_disk_error, write_partial_summary
 from magnet_jax.commands.workdir import flat_config
 from magnet_jax.evaluation import write_json_atomic
 from magnet_jax.inference.outputs import expand_images, output_dirs, predict_file
 from magnet_jax.inference.predictor import MagNetPredictor
-from magnet_jax.preprocess import ImageDecodeError
+from magnet_jax.preprocess import ImageDecodeError, shown_path
 from magnet_jax.rasters.label_outputs import OutputOptions
 
 
@@ -50,6 +51,7 @@ def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
     outputs = OutputOptions.from_config(config, dataset)
     if predictor.tiled:
         print("tiled prediction: stage maps tile by tile on disk (config.magnet.streamed)", flush=True)
+    on_disk_error(lambda e: write_partial_summary(e, summary, workdir, output_dirs(paths, workdir)))  # full disk
     for path, out_dir in zip(paths, output_dirs(paths, workdir), strict=True):
         try:
             info = predict_file(predictor, path, out_dir, palette=dataset.palette, class_names=dataset.class_names,
@@ -63,12 +65,12 @@ def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
         written.append(out_dir)
         seconds = info["seconds"] if "seconds" in info else info["tiled"]["seconds"]
         stages = ", ".join(f"{k} {v:.2f}" for k, v in seconds.items() if k.startswith("stage"))
-        print(f"{os.path.basename(path)}: {sum(v for k, v in seconds.items() if k.startswith('stage')):.2f} s "
-              f"({stages}) -> {out_dir}", flush=True)  # fmt: skip
+        total = sum(v for k, v in seconds.items() if k.startswith("stage"))
+        print(f"{shown_path(os.path.basename(path))}: {total:.2f} s ({stages}) -> {shown_path(out_dir)}", flush=True)
     write_json_atomic(os.path.join(workdir, "predict_summary.json"), summary)
     print(f"predicted {len(written)} of {len(paths)} images; summary: {os.path.join(workdir, 'predict_summary.json')}")
     if summary["skipped"]:
-        names = ", ".join(os.path.basename(s["image"]) for s in summary["skipped"])
+        names = ", ".join(shown_path(os.path.basename(s["image"])) for s in summary["skipped"])
         raise SkippedImagesError(f"{len(summary['skipped'])} of {len(paths)} images could not be read: {names}")
     return written
 

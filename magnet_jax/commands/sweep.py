@@ -25,6 +25,7 @@ import copy
 import hashlib
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -92,14 +93,41 @@ def _base_hash(base) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _complete_rows(path: Path) -> list[dict]:
+    """The rows of `sweep.jsonl`. A last line cut short (a run killed mid-write: no newline at its end) is
+    dropped from the file with a note, so that its point runs again; a bad line anywhere else is a SweepError."""
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict) and "name" in row:
+            rows.append(row)
+            if i == len(lines):  # whole but unterminated: end it, so that the next row starts its own line
+                with open(path, "ab") as f:
+                    f.write(b"\n")
+            continue
+        if i == len(lines):  # the unfinished last line
+            keep = len(data) - len(line)
+            with open(path, "r+b") as f:
+                f.truncate(keep)
+            print(f"note: {path}: its last line was cut short (a run stopped while writing it); dropped, that "
+                  "point runs again", file=sys.stderr, flush=True)  # fmt: skip
+            break
+        raise SweepError(f"{path}: line {i} is not a sweep result; move the file away, or use another --workdir")
+    return rows
+
+
 def _done(path: Path, base_hash: str) -> dict[str, dict]:
     if not path.is_file():
         return {}
     done = {}
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    for row in _complete_rows(path):
         if row.get("base_config") != base_hash:
             raise SweepError(
                 f"--workdir: {path} was written by a sweep with another base config; use another --workdir"

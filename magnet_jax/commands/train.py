@@ -161,6 +161,20 @@ def open_sources(config, workdir: Path) -> None:
         build_source(config, split, workdir=str(workdir))
 
 
+def stopped_early(config, workdir: Path, miou_classes: tuple[int, ...]) -> dict[str, dict]:
+    """`{run: {"step", "epochs_done", "epochs"}}` of the planned runs whose latest checkpoint is short of their
+    epochs (stopped by `config.train.max_steps`)."""
+    from magnet_jax.training.checkpointing import latest_meta
+    from magnet_jax.training.common import checkpoints_dir
+
+    out = {}
+    for run in planned_runs(config, miou_classes):
+        found = latest_meta(checkpoints_dir(workdir, run.name))
+        if found is not None and float(found[1].get("epoch", run.loop.epochs)) < run.loop.epochs:
+            out[run.name] = {"step": found[0], "epochs_done": found[1]["epoch"], "epochs": run.loop.epochs}
+    return out
+
+
 def run_train(config, workdir: str | Path) -> dict | None:
     """`main.py --mode=train`. Every check runs before any file is written: the config, the workdir (writable;
     its recorded config, if any, must agree: `commands/workdir.py`), the checkpoints of every planned run,
@@ -174,7 +188,7 @@ def run_train(config, workdir: str | Path) -> dict | None:
 
     maybe_initialize_distributed()  # several processes (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI): join first
     check_config(config, "train")
-    workdir = prepare_workdir(workdir)
+    workdir = prepare_workdir(workdir, utf8_only=True)
     check_record(config, workdir)
     preflight(config, workdir)
     open_sources(config, workdir)  # the last check: the record names only a config that could run
@@ -225,9 +239,17 @@ def train_all(config, workdir: Path, mesh, dataset) -> dict:
     )  # fmt: skip
     results["wall_s"] = {"backbone": round(t_bb, 1), "refiners": round(t_ref, 1),
                          "total": round(time.time() - t0, 1)}  # fmt: skip
+    stopped = stopped_early(config, workdir, dataset.miou_classes)
+    if stopped:  # results of models cut short by config.train.max_steps: never taken for the real ones
+        results["partial"] = True
+        results["stopped_early"] = stopped
     if jax.process_index() == 0:
         from magnet_jax.evaluation import format_results, write_json_atomic
 
         write_json_atomic(workdir / "results.json", results)
         print(format_results(results), flush=True)
+        if stopped:
+            runs = ", ".join(f"{k} at epoch {v['epochs_done']:g} of {v['epochs']}" for k, v in stopped.items())
+            print(f"results.json is marked partial: training stopped early by config.train.max_steps ({runs}); "
+                  "rerun without it to finish training", flush=True)  # fmt: skip
     return results

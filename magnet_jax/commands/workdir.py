@@ -10,6 +10,8 @@
   its refiners with their own epochs and learning rate. Fields that cannot change results
   (`FREE_FIELDS`) may differ.
 - The record is written only after every check passed, atomically (a kill mid-write keeps the old one).
+- One run at a time: `lock_workdir` holds an fcntl lock on `WORKDIR/.magnet_jax.lock` until the process
+  exits; a second run into the same workdir is refused, naming the holder's pid.
 Evaluation and prediction never write `config.json`; their outputs embed the config they used.
 `--mode=evaluate` is refused in a workdir holding a training record (its `results.json` and `pictures/`
 are the training's): an evaluation gets its own `--workdir` (a subfolder of the training's is fine).
@@ -17,8 +19,10 @@ are the training's): an evaluation gets its own `--workdir` (a subfolder of the 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,8 @@ FREE_PREFIXES = ("train.", "eval.", "predict.")
 FREE_FIELDS = ("data.num_workers", "magnet.patch_batch_size", "checkpoint.backbone", "checkpoint.refiners")
 # Fields added after records were first written: a record without one was produced with this value.
 ADDED_FIELDS = {"magnet.conv_algorithm": "direct"}
+LOCK_FILE = ".magnet_jax.lock"
+_HELD: dict[Path, Any] = {}  # workdir -> its open lock file, for the life of the process
 
 
 class WorkdirError(ValueError):
@@ -53,9 +59,18 @@ def flat_config(config) -> dict[str, Any]:
     return out
 
 
-def prepare_workdir(path: str | os.PathLike) -> Path:
-    """Creates the workdir if needed and checks that it is a writable folder; WorkdirError naming `--workdir`."""
+def prepare_workdir(path: str | os.PathLike, *, utf8_only: bool = False) -> Path:
+    """Creates the workdir if needed and checks that it is a writable folder; WorkdirError naming `--workdir`.
+    `utf8_only` (training): a name that is not valid UTF-8 is refused first (orbax checkpoints cannot use it)."""
     workdir = Path(path).absolute()
+    if utf8_only:
+        try:
+            os.fsencode(workdir).decode("utf-8")
+        except UnicodeDecodeError:
+            from magnet_jax.preprocess import shown_path
+
+            raise WorkdirError(f"--workdir {shown_path(path)}: training needs a folder name that is valid UTF-8 "
+                               "(checkpoints cannot be written under it); use another --workdir") from None  # fmt: skip
     if workdir.exists() and not workdir.is_dir():
         raise WorkdirError(f"--workdir {path}: exists and is not a folder")
     try:
@@ -137,3 +152,42 @@ def check_evaluation_workdir(workdir: Path) -> None:
             f"--workdir {workdir} holds a training run (config.json): --mode=evaluate would replace its results.json "
             f"and pictures/; nothing was changed. Evaluate into another --workdir, e.g. {workdir / 'eval'}"
         )
+
+
+def _launch_rank() -> int:
+    """This process's rank in a multi-process launch (0 when launched alone): only rank 0 locks the workdir."""
+    for var in ("JAX_PROCESS_ID", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK"):
+        raw = os.environ.get(var, "").strip()
+        if raw.isdigit():
+            return int(raw)
+    return 0
+
+
+def _holder_pid(f) -> int | None:
+    """The pid holding the fcntl lock on the open file `f` (F_GETLK), None if unknown."""
+    try:
+        lock = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)  # struct flock
+        pid = struct.unpack("hhqqi4x", fcntl.fcntl(f, fcntl.F_GETLK, lock))[4]
+        return pid or None
+    except (OSError, struct.error):
+        return None
+
+
+def lock_workdir(workdir: Path) -> None:
+    """Holds an exclusive lock on `WORKDIR/.magnet_jax.lock` until this process exits (the kernel releases it
+    even after a kill); WorkdirError naming the workdir and the holder's pid when another run holds it."""
+    workdir = Path(workdir)
+    if workdir in _HELD or _launch_rank() != 0:
+        return
+    # POSIX record lock (lockf), so that F_GETLK names the holder and the file stays empty; this process
+    # must never open and close the lock file elsewhere (closing any of its descriptors releases the lock).
+    f = open(workdir / LOCK_FILE, "a")  # noqa: SIM115 - held open for the life of the process
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        pid = _holder_pid(f)
+        f.close()
+        who = f"pid {pid}" if pid else "another process"
+        raise WorkdirError(f"--workdir {workdir}: in use by another run ({who}); wait for it to finish, or use "
+                           "another --workdir") from None  # fmt: skip
+    _HELD[workdir] = f

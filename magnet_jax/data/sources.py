@@ -93,15 +93,17 @@ def read_image(path: str) -> np.ndarray:
 
 def read_label(path: str, mode: str, *, bgr: bool = False) -> np.ndarray:
     """`mode == "gray"`: `[H, W]` uint8 ids; `"color"`: `[H, W, 3]` uint8 RGB (B, G, R with `bgr`)."""
+    from magnet_jax.preprocess import decode_image_file
+
     if not os.path.isfile(path):
         raise MissingDataError(f"label not found: {path}")
     _check_complete(path)
     if mode == "color":
-        label = cv2.imread(path, cv2.IMREAD_COLOR)
+        label = decode_image_file(path, cv2.IMREAD_COLOR)
         if label is None:
             raise DataError(f"cannot read label {path}: not an image file OpenCV can decode, or corrupt")
         return label if bgr else cv2.cvtColor(label, cv2.COLOR_BGR2RGB)
-    label = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    label = decode_image_file(path, cv2.IMREAD_UNCHANGED)
     if label is None:
         raise DataError(f"cannot read label {path}: not an image file OpenCV can decode, or corrupt")
     if label.ndim == 3:

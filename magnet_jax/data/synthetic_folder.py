@@ -20,6 +20,7 @@ import cv2
 from magnet_jax.data.errors import DataError
 from magnet_jax.data.lists import write_file_list
 from magnet_jax.data.synthetic import SPLIT_IDS, VERSION, generate_sample
+from magnet_jax.preprocess import write_image
 
 META_FILE = "synthetic.json"
 MARKER_FILE = ".magnet_jax_synthetic"  # written in every folder magnet-jax generates: only those are regenerated
@@ -56,8 +57,8 @@ def write_dataset(folder: str, cfg) -> None:
             image, label = generate_sample(meta["seed"], split, i, meta["size"])
             image_rel = f"{split}/images/{i:04d}.png"
             label_rel = f"{split}/labels/{i:04d}.png"
-            cv2.imwrite(os.path.join(folder, image_rel), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-            cv2.imwrite(os.path.join(folder, label_rel), label)
+            write_image(os.path.join(folder, image_rel), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            write_image(os.path.join(folder, label_rel), label)
             pairs.append((image_rel, label_rel))
         write_file_list(os.path.join(folder, f"{split}.txt"), pairs)
     with open(os.path.join(folder, META_FILE), "w") as f:

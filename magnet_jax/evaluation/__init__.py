@@ -8,6 +8,7 @@ three-way table and the sweeps all run `Evaluator` and write one results schema 
 """
 
 from magnet_jax.evaluation.evaluator import EvaluationInterrupted, Evaluator
-from magnet_jax.evaluation.results import RESULTS_SCHEMA, format_results, write_json_atomic
+from magnet_jax.evaluation.results import RESULTS_SCHEMA, format_results, write_json_atomic, write_text_atomic
 
-__all__ = ["RESULTS_SCHEMA", "EvaluationInterrupted", "Evaluator", "format_results", "write_json_atomic"]
+__all__ = ["RESULTS_SCHEMA", "EvaluationInterrupted", "Evaluator", "format_results", "write_json_atomic",
+           "write_text_atomic"]

@@ -141,14 +141,23 @@ def format_results(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Writes JSON to `path` through a temporary file and `os.replace`: a kill mid-write leaves the old file."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Writes `text` to `path` through a temporary file and `os.replace`: a kill mid-write, or a full disk,
+    leaves the old file (and no temporary one)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """Writes JSON to `path` atomically (`write_text_atomic`)."""
+    return write_text_atomic(path, json.dumps(data, indent=1) + "\n")

@@ -57,7 +57,8 @@ def expand_images(items: Sequence[str]) -> list[str]:
         if not item:
             continue
         if os.path.isdir(item):
-            found = sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTENSIONS))
+            found = sorted(p for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTENSIONS)
+                           and os.path.isfile(p := os.path.join(item, f)))  # not a sub-folder named x.png
             if not found:
                 missing.append(f"{item} (a folder without image files)")
             paths.extend(found)

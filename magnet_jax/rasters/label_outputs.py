@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from magnet_jax.preprocess import write_image
 from magnet_jax.rasters.image_meta import ImageMetadata, tiff_file_metadata
 from magnet_jax.rasters.label_map import write_label_map
 from magnet_jax.rasters.polygons import label_polygons
@@ -101,8 +102,7 @@ def write_label_outputs(
         ids = cv2.resize(ids, (int(image_hw[1]), int(image_hw[0])), interpolation=cv2.INTER_NEAREST)
         stem = os.path.splitext(os.path.basename(image_path or "image"))[0]
         path = os.path.join(out_dir, f"{stem}_ids.png")
-        if not cv2.imwrite(path, ids):
-            raise OSError(f"cannot write {path}")
+        write_image(path, ids)
         written.append(path)
     if options.polygons:
         meta = metadata if metadata is not None and metadata.georeferenced else None

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from magnet_jax.preprocess import write_image
 from magnet_jax.rasters.image_meta import ImageMetadata, read_tiff_metadata
 from magnet_jax.rasters.label_map import write_label_map
 
@@ -185,8 +186,7 @@ def read_sampled(source: ImageSource, rows: np.ndarray, cols: np.ndarray, band: 
 
 
 def save_rgb_png(path: str, image_rgb: np.ndarray) -> None:
-    if not cv2.imwrite(path, cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR)):
-        raise OSError(f"cannot write {path}")
+    write_image(path, cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR))
 
 
 def write_label_tiff(path: str, read_rows: Callable[[int, int], np.ndarray], size_hw: tuple[int, int],

@@ -88,8 +88,20 @@ class TrainCheckpointer:
             return None
 
     def read_meta(self, step: int) -> dict:
-        path = self.directory / str(step) / META / "metadata"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return _read_meta(self.directory / str(step))
+
+    def set_aside(self, step: int) -> Path:
+        """Moves the unreadable checkpoint `step` to `DIRECTORY.unreadable/STEP` (kept for inspection, out of
+        the way of the step saved again later); returns where it went."""
+        import shutil
+
+        target = self.directory.with_name(f"{self.directory.name}.unreadable") / str(step)
+        target.parent.mkdir(exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        (self.directory / str(step)).rename(target)
+        self.manager.reload()
+        return target
 
     # ------------------------------------------------------------ save / restore
     def save(
@@ -188,5 +200,31 @@ def latest_meta(directory: str | Path) -> tuple[int, dict] | None:
     steps = sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
     if not steps:
         return None
-    path = directory / str(steps[-1]) / META / "metadata"
-    return steps[-1], (json.loads(path.read_text()) if path.is_file() else {})
+    return steps[-1], _read_meta(directory / str(steps[-1]))
+
+
+def _read_meta(step_dir: Path) -> dict:
+    """A checkpoint's `meta` item, {} when it is missing or unreadable (the restore then says what is wrong)."""
+    try:
+        meta = json.loads((step_dir / META / "metadata").read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def set_aside_if_changed(directory: str | Path, key: str, value: str) -> Path | None:
+    """When the latest checkpoint in `directory` records `meta[key]` different from `value` (a refiner's
+    frozen backbone trained further since), its checkpoints cannot continue to the model an uninterrupted
+    run gives: the folder is moved to `DIRECTORY.before_KEY_VALUE` (kept, not deleted) and the run starts
+    again. Returns the new place, or None when nothing was moved."""
+    directory = Path(directory)
+    found = latest_meta(directory)
+    if found is None or key not in found[1] or found[1][key] == value:
+        return None
+    target = directory.with_name(f"{directory.name}.before_{key}_{value}")
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)  # an older set-aside of this same run, superseded
+    directory.rename(target)
+    return target

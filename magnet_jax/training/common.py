@@ -46,6 +46,18 @@ def export(model_def: ModelDef, state: TrainState, spec: RunSpec, path: Path, so
     return path
 
 
+def model_digest(model: nnx.Module) -> str:
+    """sha256 (16 hex digits) of a model's parameters and BatchNorm statistics: which frozen backbone a
+    refiner's checkpoints were trained on."""
+    import hashlib
+
+    _, params, batch_stats, _ = split_model(model)
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves((params, batch_stats)):
+        h.update(np.ascontiguousarray(jax.device_get(leaf)).tobytes())
+    return h.hexdigest()[:16]
+
+
 def frozen_vars(model: nnx.Module, mesh) -> tuple[ModelDef, tuple]:
     """(definition, replicated (params, batch_stats, rngs)) of a model used frozen inside a step."""
     model_def, params, batch_stats, rngs = split_model(model)

@@ -5,30 +5,41 @@ Only process 0 writes. `metrics.jsonl` gets one JSON object per logged event:
 record each time a run starts (or resumes): the units and `magnet_jax.provenance` (git commit, JAX
 backend, device kind). Every IoU (a scalar whose name holds `iou`) is a fraction in [0, 1] in the files
 (metrics.jsonl, TensorBoard); printed (progress bar, validation lines) it is a percentage with `%`.
+A run that resumes from step N first drops its rows after step N (steps it trains again), so no
+step is listed twice.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging as pylogging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import jax
 
+# A full disk (or a file-size limit, a read-only filesystem) during an asynchronous save: orbax logs it with
+# a traceback from each of its threads; main.py reports it once, as one line naming the file.
+_DISK_TEXTS = tuple(os.strerror(n) for n in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS))
+
 
 class _QuietOrbax:
     """Drops orbax's INFO chatter (and its 'tracked_metric' warning for checkpoints saved without
-    validation) from absl's log; warnings and errors pass."""
+    validation) from absl's log, and its errors for a full disk (reported once by main.py); other
+    warnings and errors pass."""
 
     def filter(self, record) -> bool:
         path = getattr(record, "pathname", "") or ""
         if "orbax" not in path:
             return True
         if record.levelno >= pylogging.ERROR:
-            return True
+            exc = record.exc_info[1] if record.exc_info else None
+            text = f"{record.getMessage()} {exc or ''}"
+            return not any(t in text for t in _DISK_TEXTS)
         return record.levelno >= pylogging.WARNING and "tracked_metric" not in str(record.msg)
 
 
@@ -70,11 +81,6 @@ class MetricLogger:
         self._jsonl = None
         if self.enabled:
             self.workdir.mkdir(parents=True, exist_ok=True)
-            self._jsonl = open(self.workdir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
-            from magnet_jax.provenance import provenance
-
-            header = {"run": run, "kind": "run", "time": round(time.time(), 3), "units": UNITS, **provenance()}
-            self._jsonl.write(json.dumps(header) + "\n")
             try:
                 from tensorboardX import SummaryWriter
 
@@ -82,9 +88,27 @@ class MetricLogger:
             except ImportError:  # pragma: no cover - tensorboardX is a dependency
                 self._tb = None
 
+    def resume_at(self, step: int) -> None:
+        """Drops this run's rows after `step` from metrics.jsonl (rewritten atomically, only if there are any)."""
+        path = self.workdir / "metrics.jsonl"
+        if not self.enabled or not path.is_file():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if not _after(line, self.run, step)]
+        if len(kept) != len(lines):
+            from magnet_jax.evaluation import write_text_atomic
+
+            write_text_atomic(path, "".join(kept))
+
     def write(self, step: int, kind: str, scalars: dict[str, Any]) -> None:
         if not self.enabled:
             return
+        if self._jsonl is None:  # opened at the first row: resume_at may rewrite the file before
+            from magnet_jax.provenance import provenance
+
+            self._jsonl = open(self.workdir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
+            header = {"run": self.run, "kind": "run", "time": round(time.time(), 3), "units": UNITS, **provenance()}
+            self._jsonl.write(json.dumps(header) + "\n")
         clean = {}
         for key, value in scalars.items():
             value = float(value)
@@ -105,6 +129,14 @@ class MetricLogger:
         if self._jsonl is not None:
             self._jsonl.close()
             self._jsonl = None
+
+
+def _after(line: str, run: str, step: int) -> bool:
+    try:
+        row = json.loads(line)
+    except ValueError:  # a row cut short by a kill: dropped with the steps trained again
+        return True
+    return isinstance(row, dict) and row.get("run") == run and int(row.get("step", 0)) > step
 
 
 class Progress:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,10 +28,42 @@ class TrainingDivergedError(FloatingPointError):
     """The loss (or gradient) became NaN / inf; the last good checkpoint is kept."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: the message names the step and the checkpoint a rerun resumes from."""
+
+
+@contextlib.contextmanager
+def _sigint_after():
+    """Ctrl-C during a checkpoint save is acted on once the save returns: a save is never cut short (and
+    orbax does not log the interrupted wait as an error)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) in (
+            signal.SIG_IGN, None):  # fmt: skip
+        yield
+        return
+    got: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda *_: got.append(1))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if got:
+        raise KeyboardInterrupt
+
+
 def total_steps(loop: LoopSpec, steps_per_epoch: int) -> int:
     """Steps of a run: `epochs x steps_per_epoch`, cut at `max_steps` when that is > 0."""
     total = loop.epochs * steps_per_epoch
     return min(total, loop.max_steps) if loop.max_steps > 0 else total
+
+
+def _reason(e: BaseException) -> str:
+    """A damaged checkpoint's error on one line, at most 300 characters (its innermost cause: the file)."""
+    seen = [e]
+    while (nxt := seen[-1].__cause__ or seen[-1].__context__) is not None and nxt not in seen:
+        seen.append(nxt)
+    root = seen[-1]  # the innermost error names the file; the outer ones describe tensorstore's request
+    text = " ".join(f"{type(root).__name__}: {root}".split())
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 class TrainLoop:
@@ -71,22 +107,31 @@ class TrainLoop:
         self.ckpt_every = loop.checkpoint_every_steps
         self.eval_every = loop.eval_every_epochs
 
-    def _resume(self, it) -> int:
-        latest = self.ckpt.latest_step()
-        if latest is None:
-            return 0
-        check_resume_meta(self.ckpt.read_meta(latest), self.meta, self.ckpt.directory)
-        self.state, _ = self.ckpt.restore(latest, self.state, it)
-        logging.info("%s: resumed from step %d (%s)", self.run, latest, self.ckpt.directory)
-        return int(latest)
+    def _resume(self, it) -> tuple[int, Any]:
+        """(step, data iterator) to continue from: the latest checkpoint that can be read. One that cannot
+        (a file deleted, zero-filled, cut short) is named in a one-line note and set aside; the one before
+        is tried."""
+        for step in sorted(self.ckpt.all_steps(), reverse=True):
+            check_resume_meta(self.ckpt.read_meta(step), self.meta, self.ckpt.directory)
+            try:
+                self.state, _ = self.ckpt.restore(step, self.state, it)
+            except Exception as e:  # noqa: BLE001 - orbax / tensorstore raise many types for a damaged file
+                moved = self.ckpt.set_aside(step)
+                print(f"note: {self.run}: checkpoint step {step} in {self.ckpt.directory} cannot be read "
+                      f"({_reason(e)}); moved to {moved}, trying the one before", file=sys.stderr, flush=True)
+                it = iter(self.loader)  # a failed restore may have moved the iterator
+                continue
+            logging.info("%s: resumed from step %d (%s)", self.run, step, self.ckpt.directory)
+            return int(step), it
+        return 0, it
 
     def _save(self, step: int, it, miou: float | None = None) -> None:
         epoch = step / self.spe
         self.ckpt.save(step, self.state, it, dict(self.meta, epoch=epoch), miou=miou)
 
     def run_loop(self) -> TrainState:
-        it = iter(self.loader)
-        start = self._resume(it)
+        start, it = self._resume(iter(self.loader))
+        self.logger.resume_at(start)  # rows of steps trained again are written again, not twice
         if start >= self.total:
             logging.info("%s: already trained (%d steps)", self.run, start)
             self.ckpt.close()
@@ -147,10 +192,20 @@ class TrainLoop:
                     line = ", ".join(f"{k} {tlog.shown(k, v)}" for k, v in result.items())
                     progress.write(f"{self.run} step {step}: {line}")
                 if do_ckpt:
-                    self._save(step, it, miou)
-                    last_good = step
+                    with _sigint_after():
+                        self._save(step, it, miou)
+                        last_good = step
             if pending is not None:
                 self._consume(pending, progress, epoch_acc, last_good)
+            full = self.spec.epochs * self.spe
+            if self.total < full and jax.process_index() == 0:
+                progress.close()  # the bar's line ends first
+                print(f"{self.run}: stopped at step {self.total} of {full} (config.train.max_steps); rerun without "
+                      "it to continue from there", file=sys.stderr, flush=True)  # fmt: skip
+        except KeyboardInterrupt:
+            kept = f"the checkpoint of step {last_good} is kept" if last_good else "no checkpoint was written yet"
+            raise TrainingInterrupted(f"interrupted at step {step} of {self.total} ({self.run}; {kept}); rerun the "
+                                      "same command to resume") from None  # fmt: skip
         finally:
             release_heap()
             progress.close()

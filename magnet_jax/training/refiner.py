@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from flax import nnx
 
 from magnet_jax.sharding import check_batch_size, replicate
+from magnet_jax.training.checkpointing import set_aside_if_changed
 from magnet_jax.training.common import (
     LoaderFactory,
     checkpoints_dir,
@@ -15,6 +17,7 @@ from magnet_jax.training.common import (
     export,
     frozen_vars,
     host_model,
+    model_digest,
     precise_bn,
     step_iou,
     weights_dir,
@@ -79,9 +82,18 @@ def train_refiner(
         def run_validate(st):
             return validate(host_model(ref_def, finalize(st)))
 
+    # Checkpoints trained on another backbone (it trained further since: `max_steps`, an interrupted run)
+    # would resume into a model no uninterrupted run gives: they are set aside and the refiner starts again.
+    digest = model_digest(backbone)
+    moved = set_aside_if_changed(checkpoints_dir(workdir, spec.name), "frozen_backbone", digest)
+    if moved is not None:
+        print(f"note: {spec.name}: its checkpoints were trained on an earlier state of the backbone, which has "
+              f"trained since; it trains again from step 0 (the old checkpoints: {moved})", file=sys.stderr,
+              flush=True)  # fmt: skip
     loop = TrainLoop(
         run=spec.name, workdir=workdir, loop=spec.loop, mesh=mesh, step_fn=step_fn, state=state, loader=loader,
-        steps_per_epoch=spe, total_steps=total, meta=spec.identity(), summarize=summarize,
+        steps_per_epoch=spe, total_steps=total, meta=dict(spec.identity(), frozen_backbone=digest),
+        summarize=summarize,
         validate=run_validate, epoch_summary=epoch_summary,
     )  # fmt: skip
     state = loop.run_loop()

@@ -11,6 +11,8 @@ import os
 import cv2
 import numpy as np
 
+from magnet_jax.preprocess import write_image
+
 __all__ = [
     "colorize",
     "default_palette",
@@ -83,5 +85,4 @@ def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
     arr = np.asarray(rgb)
     if arr.ndim == 3:
         arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(str(path), arr):
-        raise OSError(f"cannot write image {path}")
+    write_image(path, arr)  # through bytes: any file name, and a full disk names the file
