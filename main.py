@@ -65,12 +65,12 @@ def _run(argv: list[str]) -> None:
 
     check_config(config, mode)
     workdir = prepare_workdir(_WORKDIR.value, utf8_only=mode == "train")
-    lock_workdir(workdir)  # one run per workdir, held until this process exits
-    note_workdir(workdir)  # named by a failed write that does not say which file it was
     if mode == "evaluate":  # a training workdir's results.json and pictures/ are the training's
         from magnet_jax.commands.workdir import check_evaluation_workdir
 
         check_evaluation_workdir(workdir)
+    lock_workdir(workdir)  # one run per workdir, held until this process exits
+    note_workdir(workdir)  # named by a failed write that does not say which file it was
     if mode == "train":  # the workdir's record and checkpoints, before any work (train writes nothing before)
         from magnet_jax.commands.train import preflight
         from magnet_jax.commands.workdir import check_record

@@ -93,6 +93,12 @@ def guarded(fn: Callable[[], object], *, before_work: bool, argv: Sequence[str] 
         disk = disk_error_line(e)
         if disk is not None:
             fail(disk + after_disk_error(e))
+        from magnet_jax.evaluation.processes import ProcessGroupError
+
+        if isinstance(e, ProcessGroupError) and e.peer_lost:
+            # a process of the run is gone: JAX's shutdown would wait on it and abort with its own report
+            print(f"main.py: error: {one_line(e)}", file=sys.stderr, flush=True)
+            os._exit(2)
         mine = isinstance(e, user_error_types()) or _after_work(e)
         named = isinstance(e, ValueError) and str(e).lstrip("'\"").startswith(("config.", "--"))
         if mine or named or (before_work and isinstance(e, (ValueError, KeyError, AttributeError))):

@@ -161,7 +161,7 @@ class Evaluator:
             "done": done, "seconds": seconds, "points": points.tolist(), "compile": compile_s, "wall": wall,
             "memory": memory.read(), "error": error,
         }  # fmt: skip
-        everyone = group.exchange(f"evaluate-{desc}", partial)
+        everyone = group.exchange(f"results of {desc!r}", partial)
         errors = sorted((e["error"] for e in everyone if e["error"]), key=lambda e: e["index"])
         results = self._results(everyone, partial=bool(errors))
         if errors:

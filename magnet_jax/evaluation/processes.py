@@ -24,7 +24,11 @@ DEFAULT_TIMEOUT_S = 900.0  # an evaluation's images on the slowest process may t
 
 
 class ProcessGroupError(RuntimeError):
-    """Processes disagree (config, workdir) or one did not answer in time; the message is one line."""
+    """Processes disagree (config, workdir) or one did not answer in time (`peer_lost`); one-line message."""
+
+    def __init__(self, message: str, *, peer_lost: bool = False):
+        super().__init__(message)
+        self.peer_lost = peer_lost
 
 
 def process_images(total: int, index: int | None = None, count: int | None = None) -> range:
@@ -73,8 +77,9 @@ class ProcessGroup:
         if missing:
             names = ", ".join(str(p) for p in missing)
             raise ProcessGroupError(
-                f"{name}: process {names} of {self.count} did not report within {self.timeout_s:.0f} s (it stopped "
-                "or is stuck); nothing was written for the whole split"
+                f"process {names} of {self.count} did not report its {name} within {self.timeout_s:.0f} s (it "
+                "stopped or is stuck; config.eval.process_timeout_s); nothing was written for the whole split",
+                peer_lost=True,
             )
         return out
 
@@ -93,7 +98,7 @@ class ProcessGroup:
         marker = workdir / f".process{self.index}-{uuid.uuid4().hex[:12]}"
         marker.write_text(str(os.getpid()))
         try:
-            everyone = self.exchange("run", {"config": config_flat, "marker": marker.name})
+            everyone = self.exchange("run settings", {"config": config_flat, "marker": marker.name})
             for p, other in enumerate(everyone):
                 diff = sorted(k for k in set(other["config"]) | set(config_flat)
                               if other["config"].get(k) != config_flat.get(k))  # fmt: skip
@@ -108,6 +113,6 @@ class ProcessGroup:
                         f"--workdir {workdir} is not shared between processes: process {self.index} cannot see "
                         f"process {p}'s files there; give every process one folder on a shared file system"
                     )
-            self.exchange("run-checked", {})  # every marker was seen before any is removed
+            self.exchange("run settings checked", {})  # every marker was seen before any is removed
         finally:
             marker.unlink(missing_ok=True)
