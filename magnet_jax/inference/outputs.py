@@ -166,7 +166,7 @@ def _save_tiled(predictor: MagNetPredictor, result: MagNetResult, source, out_di
         "reader": source.kind,
         "size_hw": list(source.size_hw),
         "plan": plan.describe(),
-        "tile_patches": predictor.stream.tile_patches,
+        "tile_patches": {f"stage{s.index}": s.tile_patches for s in result.stages if s.index > 0},
         "store_dtype": predictor.stream.store_dtype,
         "devices": int(predictor.mesh.devices.size),
         "seconds": {f"stage{s.index}": round(s.seconds, 3) for s in result.stages},
