@@ -5,7 +5,8 @@
 
 Outputs per image: see `magnet_jax/inference/outputs.py`. An image that cannot be read (missing,
 truncated, corrupt) is skipped with one line naming it; the others are predicted, and
-`OUT/predict_summary.json` lists the skipped files; the command then exits with status 1.
+`OUT/predict_summary.json` lists the skipped files; the command then exits with status 1. A rerun of
+the same command skips the images already complete (`predict_resume.py`) and says so.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 
 from absl import logging
 
+from magnet_jax.commands.predict_resume import Completion
 from magnet_jax.commands.workdir import flat_config
 from magnet_jax.evaluation import write_json_atomic
 from magnet_jax.inference.outputs import expand_images, output_dirs, predict_file
@@ -50,8 +52,18 @@ def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
     outputs = OutputOptions.from_config(config, dataset)
     if predictor.tiled:
         print("tiled prediction: stage maps tile by tile on disk (config.magnet.streamed)", flush=True)
+    done = Completion(config)
     for path, out_dir in zip(paths, output_dirs(paths, workdir), strict=True):
+        earlier, why = done.check(path, out_dir)
+        if earlier is not None:
+            summary["images"].append(earlier | {"complete_before": True})
+            written.append(out_dir)
+            print(f"{os.path.basename(path)}: complete in an earlier run, skipped ({out_dir})", flush=True)
+            continue
+        if why:
+            print(f"{os.path.basename(path)}: predicted again: {why}", flush=True)
         try:
+            done.start(out_dir)
             info = predict_file(predictor, path, out_dir, palette=dataset.palette, class_names=dataset.class_names,
                                 outputs=outputs)  # fmt: skip
         except (FileNotFoundError, ImageDecodeError, ValueError) as e:
@@ -60,6 +72,7 @@ def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
             summary["skipped"].append({"image": path, "error": str(e)})
             continue
         summary["images"].append({"image": path, "output": out_dir, **info})
+        done.finish(path, out_dir, summary["images"][-1])
         written.append(out_dir)
         seconds = info["seconds"] if "seconds" in info else info["tiled"]["seconds"]
         stages = ", ".join(f"{k} {v:.2f}" for k, v in seconds.items() if k.startswith("stage"))
