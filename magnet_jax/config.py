@@ -65,6 +65,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.magnet.conv_algorithm = "auto"
     c.magnet.streamed = "auto"  # predict tile by tile, maps on disk: auto (a stage map > 1 GiB) | on | off
     c.magnet.tile_patches = 0  # streamed: a tile is tile_patches x tile_patches patches; 0: from memory_budget_mb
+    c.magnet.input_pyramid = False  # streamed: resize scales from the input's nearest pyramid level (not parity)
     c.magnet.memory_budget_mb = 4096  # streamed: peak resident MB aimed at (sets tile_patches, refuses whole resizes)
     c.magnet.stream_dtype = "float32"  # streamed: stage maps on disk as float32 (exact) | float16 (half the I/O)
 
@@ -122,6 +123,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.predict = ml_collections.ConfigDict()  # --mode=predict outputs (magnet_jax/rasters/label_outputs.py)
     c.predict.label_format = "none"  # none | ids: also <stem>_ids.png, input size, the dataset's label ids
     c.predict.progress = "auto"  # tiled runs: tiles done / total per stage on stderr: auto (a terminal) | on | off
+    c.predict.reader = "auto"  # auto (OpenSlide for .svs/.ndpi/.mrxs/...) | tifffile | openslide (also tiled TIFFs)
     c.predict.polygons = False  # also labels.geojson: class polygons (map coordinates for georeferenced inputs)
     return c
 
@@ -204,15 +206,13 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.eval.process_timeout_s: expected seconds > 0, got {c.eval.process_timeout_s!r}")
     if not isinstance(c.eval.prefetch, int) or c.eval.prefetch < 0:
         raise ValueError(f"config.eval.prefetch: expected an integer >= 0 (input threads), got {c.eval.prefetch!r}")
-    if not isinstance(c.magnet.tile_patches, int) or c.magnet.tile_patches < 0:
-        raise ValueError(
-            f"config.magnet.tile_patches: expected an integer >= 1 (or 0: from the memory budget), got "
-            f"{c.magnet.tile_patches!r}"
-        )
-    if not isinstance(c.magnet.memory_budget_mb, int) or c.magnet.memory_budget_mb < 1024:
-        raise ValueError(
-            f"config.magnet.memory_budget_mb: expected an integer >= 1024 (MB), got {c.magnet.memory_budget_mb!r}"
-        )
+    m = c.magnet
+    if not isinstance(m.tile_patches, int) or m.tile_patches < 0:
+        raise ValueError(f"config.magnet.tile_patches: expected an integer >= 0 (0: by budget), got {m.tile_patches}")
+    if not isinstance(m.input_pyramid, bool):
+        raise ValueError(f"config.magnet.input_pyramid: expected True or False, got {m.input_pyramid!r}")
+    if not isinstance(m.memory_budget_mb, int) or m.memory_budget_mb < 1024:
+        raise ValueError(f"config.magnet.memory_budget_mb: expected an integer >= 1024, got {m.memory_budget_mb!r}")
     if c.magnet.stream_dtype not in ("float32", "float16"):
         raise ValueError(f"config.magnet.stream_dtype: expected 'float32' or 'float16', got {c.magnet.stream_dtype!r}")
     refiners = [p for p in str(c.checkpoint.refiners).split(",") if p.strip()]
@@ -277,8 +277,10 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         if value is not None and (value == 0 or value < -1):  # 0 images would report an mIoU of 0.00
             raise ValueError(f"config.{field}: expected -1 (every image) or a count >= 1, got {value}")
     parse_int_list(c.train.lr_milestones, "train.lr_milestones")
-    if c.predict.progress not in ("auto", "on", "off"):
-        raise ValueError(f"config.predict.progress: expected 'auto', 'on' or 'off', got {c.predict.progress!r}")
+    for name, choices in (("progress", ("auto", "on", "off")), ("reader", ("auto", "tifffile", "openslide"))):
+        if c.predict[name] not in choices:
+            raise ValueError(f"config.predict.{name}: expected '{choices[0]}', '{choices[1]}' or '{choices[2]}', "
+                             f"got {c.predict[name]!r}")  # fmt: skip
     if c.predict.label_format not in ("none", "ids"):
         raise ValueError(f"config.predict.label_format: expected 'none' or 'ids', got {c.predict.label_format!r}")
 

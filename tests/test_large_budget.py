@@ -41,7 +41,7 @@ def test_config_budget_fields():
     assert c.magnet.tile_patches == 0 and c.magnet.memory_budget_mb == 4096 and c.predict.progress == "auto"
     for field, value, want in (
         ("magnet.memory_budget_mb", 100, "config.magnet.memory_budget_mb: expected an integer >= 1024"),
-        ("magnet.tile_patches", -2, "config.magnet.tile_patches: expected an integer >= 1 (or 0"),
+        ("magnet.tile_patches", -2, "config.magnet.tile_patches: expected an integer >= 0 (0: by budget)"),
         ("predict.progress", "yes", "config.predict.progress: expected 'auto', 'on' or 'off'"),
     ):
         c = default_config()

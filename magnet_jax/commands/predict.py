@@ -65,7 +65,7 @@ def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
         try:
             done.start(out_dir)
             info = predict_file(predictor, path, out_dir, palette=dataset.palette, class_names=dataset.class_names,
-                                outputs=outputs)  # fmt: skip
+                                outputs=outputs, reader=str(config.predict.reader))  # fmt: skip
         except (FileNotFoundError, ImageDecodeError, ValueError) as e:
             logging.error("skipped: %s", e)
             print(f"skipped: {e}", flush=True)

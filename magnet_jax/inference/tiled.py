@@ -10,7 +10,9 @@ not by the image size.
 Results equal the whole-image run (`compat="paper"`) pixel for pixel on XLA:CPU with float32 stage maps:
 both call the same region kernels (`kernels.py`) on the same pixels (tested). Each scale of the image is
 resized by region where OpenCV's coefficients allow it exactly (power-of-two-denominator ratios,
-`host_maps.ScaledImage`), else the whole image is resized once in memory. `stream_dtype="float16"` halves
+`rasters/scaled.py`), else the whole image is resized once in memory, within `memory_budget_mb` only (which
+also sizes the tiles, `memory_budget.py`); `input_pyramid` resizes from the input's pyramid levels (not
+pixel-equal). `stream_dtype="float16"` halves
 the disk traffic; measured on a 1024 px image with random weights, its last stage agreed on 99.986% of the
 pixels, so float32 is the default. Point budgets are exact (`points.py`; ties go to the lower row-major
 pixel index, as in the whole-image stage). `compat="reference"` is not tiled (its PyTorch tie-breaking
@@ -55,6 +57,7 @@ class StreamOptions:
     tile_patches: int = 0  # a tile is tile_patches x tile_patches patches; 0: from memory_budget_mb
     memory_budget_mb: int = DEFAULT_BUDGET_MB  # sets tile_patches (memory_budget.py) and caps whole-image resizes
     progress: bool = False  # tiles done / total per stage on stderr (tqdm)
+    pyramid: bool = False  # resize each scale from the input's nearest pyramid level (rasters/scaled.py)
     store_dtype: str = "float32"  # float32 (exact) | float16 (half the disk traffic)
     work_dir: str | None = None  # where the stage map files go (default: the system temporary folder)
     preview_max: int = 2048  # longest side of the preview pictures
@@ -74,7 +77,8 @@ class StreamOptions:
     def from_config(cls, config, **overrides) -> StreamOptions:
         m = config.magnet
         kw = {"mode": str(m.streamed), "tile_patches": int(m.tile_patches), "store_dtype": str(m.stream_dtype),
-              "memory_budget_mb": int(m.memory_budget_mb), "progress": progress_enabled(config.predict.progress)}
+              "memory_budget_mb": int(m.memory_budget_mb), "progress": progress_enabled(config.predict.progress),
+              "pyramid": bool(m.input_pyramid)}
         kw.update(overrides)
         return cls(**kw)
 
@@ -102,9 +106,10 @@ def predict_tiled(
     ih, iw = plan.input_hw
     longest = max(plan.last_hw)
     preview_hw = tuple(max(1, int(round(s * min(1.0, opts.preview_max / longest)))) for s in plan.last_hw)
-    check_scales(source, plan.scales, opts.memory_budget_mb << 20)  # before any work: no whole-image resize
+    check_scales(source, plan.scales, opts.memory_budget_mb << 20, pyramid=opts.pyramid)  # before any work
     t0 = time.perf_counter()
-    probs0, am0 = predictor.stage0(kernels.stage0_input(ScaledImage(source, plan.scales[0]).read, plan))
+    scale0 = ScaledImage(source, plan.scales[0], pyramid=opts.pyramid)
+    probs0, am0 = predictor.stage0(kernels.stage0_input(scale0.read, plan))
     folder = work_dir or opts.work_dir  # stage 0's maps too: never the system temporary folder's orphans
     prev = HostMap((ih, iw, plan.num_classes), np.float32, folder=folder, ram_bytes=opts.ram_bytes)
     prev.write(0, 0, np.asarray(probs0))
@@ -120,7 +125,7 @@ def predict_tiled(
     for i, st in enumerate(plan.stages):
         ctx = StageContext(
             plan, predictor.mesh, refine_fns[i], predictor.backbone_state, predictor.refiner_state(i),
-            ScaledImage(source, st.scale_wh), np.dtype(opts.store_dtype), folder, preview_hw,
+            ScaledImage(source, st.scale_wh, pyramid=opts.pyramid), np.dtype(opts.store_dtype), folder, preview_hw,
             opts.ram_bytes, opts.progress,
         )  # fmt: skip
         tiling = StageTiling(st, plan, opts.tile_patches or tile_patches_for(

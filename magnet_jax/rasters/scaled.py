@@ -10,6 +10,12 @@ resized in aligned bands of rows, so at most `BAND_BYTES` of source pixels are d
 
 Other ratios need the whole image resized once in memory (`whole_resize_bytes`); `check_scales` refuses
 them when that exceeds the memory budget, naming exact scales to use instead (`exact_scales`).
+
+`pyramid=True` (opt-in, `config.magnet.input_pyramid`): a pyramidal input is resized from its smallest
+level at least as large as the scale (`pyramid_level`) instead of from full resolution: a coarse stage then
+decodes a few megapixels instead of the whole image, but its pixels are those of the file's own
+downsampling followed by OpenCV's, not OpenCV's resize of level 0, so they differ slightly from the
+whole-image run and from the original.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import numpy as np
 
 from magnet_jax.rasters.large_io import ImageSource
 
-__all__ = ["ScaledImage", "check_scales", "exact_scales", "region_resize_exact", "whole_resize_bytes"]
+__all__ = ["ScaledImage", "check_scales", "exact_scales", "pyramid_level", "region_resize_exact", "whole_resize_bytes"]
 
 BAND_BYTES = 128 << 20  # source pixels decoded per band of a large region read
 
@@ -71,12 +77,24 @@ def exact_scales(size_hw: tuple[int, int], up_to: int = 6) -> list[str]:
     return out
 
 
-def check_scales(source: ImageSource, scales: list[tuple[int, int]], budget_bytes: int | None) -> None:
+def pyramid_level(source: ImageSource, scale_wh: tuple[int, int]) -> ImageSource:
+    """The smallest level of `source.levels` at least `scale_wh` on both axes (`source` itself if none)."""
+    best = source
+    for level in source.levels[1:]:
+        (h, w), (bh, bw) = level.size_hw, best.size_hw
+        if w >= scale_wh[0] and h >= scale_wh[1] and h * w < bh * bw:
+            best = level
+    return best
+
+
+def check_scales(
+    source: ImageSource, scales: list[tuple[int, int]], budget_bytes: int | None, *, pyramid: bool = False
+) -> None:
     """Raises ValueError (one line: what to change) when a scale would resize the whole image in memory
     (`ScaledImage.exact_regions` False) above `budget_bytes`; `None`: no budget."""
     for sw, sh in scales:
-        scaled = ScaledImage(source, (sw, sh))
-        need = whole_resize_bytes(source.size_hw, (sw, sh))
+        scaled = ScaledImage(source, (sw, sh), pyramid=pyramid)
+        need = whole_resize_bytes(scaled.source.size_hw, (sw, sh))
         if scaled.exact_regions or budget_bytes is None or need <= budget_bytes:
             continue
         h, w = source.size_hw
@@ -92,10 +110,13 @@ def check_scales(source: ImageSource, scales: list[tuple[int, int]], budget_byte
 class ScaledImage:
     """The source image resized (cv2 INTER_LINEAR) to `scale_wh`, read by region (see the module docstring)."""
 
-    def __init__(self, source: ImageSource, scale_wh: tuple[int, int], *, band_bytes: int = BAND_BYTES):
-        self.source, self.band_bytes = source, int(band_bytes)
+    def __init__(
+        self, source: ImageSource, scale_wh: tuple[int, int], *, band_bytes: int = BAND_BYTES, pyramid: bool = False
+    ):
         self.scale_wh = (int(scale_wh[0]), int(scale_wh[1]))
-        h, w = source.size_hw
+        self.source = pyramid_level(source, self.scale_wh) if pyramid else source  # what is resized
+        self.band_bytes = int(band_bytes)
+        h, w = self.source.size_hw
         self.identity = self.scale_wh == (w, h)
         self.exact_regions = self.identity or (axis_exact(h, self.scale_wh[1]) and axis_exact(w, self.scale_wh[0]))
         self._whole = None
