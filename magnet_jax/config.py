@@ -124,6 +124,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.predict.label_format = "none"  # none | ids: also <stem>_ids.png, input size, the dataset's label ids
     c.predict.progress = "auto"  # tiled runs: tiles done / total per stage on stderr: auto (a terminal) | on | off
     c.predict.reader = "auto"  # auto (OpenSlide for .svs/.ndpi/.mrxs/...) | tifffile | openslide (also tiled TIFFs)
+    c.predict.tissue_mask = False  # tiled: refine only patches over tissue (Otsu), label the rest 255 (not predicted)
     c.predict.polygons = False  # also labels.geojson: class polygons (map coordinates for georeferenced inputs)
     return c
 
@@ -206,13 +207,12 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.eval.process_timeout_s: expected seconds > 0, got {c.eval.process_timeout_s!r}")
     if not isinstance(c.eval.prefetch, int) or c.eval.prefetch < 0:
         raise ValueError(f"config.eval.prefetch: expected an integer >= 0 (input threads), got {c.eval.prefetch!r}")
-    m = c.magnet
-    if not isinstance(m.tile_patches, int) or m.tile_patches < 0:
-        raise ValueError(f"config.magnet.tile_patches: expected an integer >= 0 (0: by budget), got {m.tile_patches}")
-    if not isinstance(m.input_pyramid, bool):
-        raise ValueError(f"config.magnet.input_pyramid: expected True or False, got {m.input_pyramid!r}")
-    if not isinstance(m.memory_budget_mb, int) or m.memory_budget_mb < 1024:
-        raise ValueError(f"config.magnet.memory_budget_mb: expected an integer >= 1024, got {m.memory_budget_mb!r}")
+    for name, low in (("tile_patches", 0), ("memory_budget_mb", 1024)):  # tile_patches 0: from the budget
+        if not isinstance(c.magnet[name], int) or c.magnet[name] < low:
+            raise ValueError(f"config.magnet.{name}: expected an integer >= {low}, got {c.magnet[name]!r}")
+    for section, name in (("magnet", "input_pyramid"), ("predict", "tissue_mask")):
+        if not isinstance(c[section][name], bool):
+            raise ValueError(f"config.{section}.{name}: expected True or False, got {c[section][name]!r}")
     if c.magnet.stream_dtype not in ("float32", "float16"):
         raise ValueError(f"config.magnet.stream_dtype: expected 'float32' or 'float16', got {c.magnet.stream_dtype!r}")
     refiners = [p for p in str(c.checkpoint.refiners).split(",") if p.strip()]
@@ -279,8 +279,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     parse_int_list(c.train.lr_milestones, "train.lr_milestones")
     for name, choices in (("progress", ("auto", "on", "off")), ("reader", ("auto", "tifffile", "openslide"))):
         if c.predict[name] not in choices:
-            raise ValueError(f"config.predict.{name}: expected '{choices[0]}', '{choices[1]}' or '{choices[2]}', "
-                             f"got {c.predict[name]!r}")  # fmt: skip
+            raise ValueError(f"config.predict.{name}: expected one of {', '.join(choices)}, got {c.predict[name]!r}")
     if c.predict.label_format not in ("none", "ids"):
         raise ValueError(f"config.predict.label_format: expected 'none' or 'ids', got {c.predict.label_format!r}")
 

@@ -41,8 +41,11 @@ def test_config_budget_fields():
     assert c.magnet.tile_patches == 0 and c.magnet.memory_budget_mb == 4096 and c.predict.progress == "auto"
     for field, value, want in (
         ("magnet.memory_budget_mb", 100, "config.magnet.memory_budget_mb: expected an integer >= 1024"),
-        ("magnet.tile_patches", -2, "config.magnet.tile_patches: expected an integer >= 0 (0: by budget)"),
-        ("predict.progress", "yes", "config.predict.progress: expected 'auto', 'on' or 'off'"),
+        ("magnet.tile_patches", -2, "config.magnet.tile_patches: expected an integer >= 0, got -2"),
+        ("predict.progress", "yes", "config.predict.progress: expected one of auto, on, off, got 'yes'"),
+        ("predict.reader", "gdal", "config.predict.reader: expected one of auto, tifffile, openslide"),
+        ("predict.tissue_mask", "yes", "config.predict.tissue_mask: expected True or False"),
+        ("magnet.input_pyramid", 1, "config.magnet.input_pyramid: expected True or False"),
     ):
         c = default_config()
         section, name = field.split(".")

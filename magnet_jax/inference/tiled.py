@@ -40,6 +40,7 @@ from magnet_jax.memory_budget import DEFAULT_BUDGET_MB, tile_patches_for
 from magnet_jax.progress import progress_enabled
 from magnet_jax.rasters.large_io import ImageSource
 from magnet_jax.rasters.scaled import check_scales
+from magnet_jax.rasters.tissue import mark_ignored, patches_with_tissue, tissue_mask
 
 __all__ = ["STREAM_AUTO_BYTES", "StreamOptions", "argmax_bands", "needs_streaming", "predict_tiled"]
 
@@ -58,6 +59,7 @@ class StreamOptions:
     memory_budget_mb: int = DEFAULT_BUDGET_MB  # sets tile_patches (memory_budget.py) and caps whole-image resizes
     progress: bool = False  # tiles done / total per stage on stderr (tqdm)
     pyramid: bool = False  # resize each scale from the input's nearest pyramid level (rasters/scaled.py)
+    tissue_mask: bool = False  # refine only patches over tissue, label the rest 255 (rasters/tissue.py)
     store_dtype: str = "float32"  # float32 (exact) | float16 (half the disk traffic)
     work_dir: str | None = None  # where the stage map files go (default: the system temporary folder)
     preview_max: int = 2048  # longest side of the preview pictures
@@ -78,7 +80,7 @@ class StreamOptions:
         m = config.magnet
         kw = {"mode": str(m.streamed), "tile_patches": int(m.tile_patches), "store_dtype": str(m.stream_dtype),
               "memory_budget_mb": int(m.memory_budget_mb), "progress": progress_enabled(config.predict.progress),
-              "pyramid": bool(m.input_pyramid)}
+              "pyramid": bool(m.input_pyramid), "tissue_mask": bool(config.predict.tissue_mask)}
         kw.update(overrides)
         return cls(**kw)
 
@@ -108,6 +110,7 @@ def predict_tiled(
     preview_hw = tuple(max(1, int(round(s * min(1.0, opts.preview_max / longest)))) for s in plan.last_hw)
     check_scales(source, plan.scales, opts.memory_budget_mb << 20, pyramid=opts.pyramid)  # before any work
     t0 = time.perf_counter()
+    mask = tissue_mask(source) if opts.tissue_mask else None
     scale0 = ScaledImage(source, plan.scales[0], pyramid=opts.pyramid)
     probs0, am0 = predictor.stage0(kernels.stage0_input(scale0.read, plan))
     folder = work_dir or opts.work_dir  # stage 0's maps too: never the system temporary folder's orphans
@@ -126,7 +129,7 @@ def predict_tiled(
         ctx = StageContext(
             plan, predictor.mesh, refine_fns[i], predictor.backbone_state, predictor.refiner_state(i),
             ScaledImage(source, st.scale_wh, pyramid=opts.pyramid), np.dtype(opts.store_dtype), folder, preview_hw,
-            opts.ram_bytes, opts.progress,
+            opts.ram_bytes, opts.progress, None if mask is None else patches_with_tissue(mask, st.boxes, st.size_hw),
         )  # fmt: skip
         tiling = StageTiling(st, plan, opts.tile_patches or tile_patches_for(
             plan.crop_wh[::-1], plan.num_classes, st.size_hw, opts.memory_budget_mb, np.dtype(opts.store_dtype).itemsize
@@ -140,6 +143,8 @@ def predict_tiled(
         out.tile_patches = tiling.t
         stages.append(out)
         prev, prev_hw = out.probs, st.size_hw
+    if mask is not None and plan.stages:  # pixels no refined patch covers were not predicted
+        mark_ignored(stages[-1].argmax, (tiling.x0, tiling.x1), (tiling.y0, tiling.y1), ctx.tissue)
     return MagNetResult(stages, stages[-1].probs, seconds=time.perf_counter() - t_start, tiled=True)
 
 

@@ -51,6 +51,7 @@ class StageContext:
     preview_hw: tuple[int, int]
     ram_bytes: int  # maps up to this size stay in RAM
     progress: bool = False  # tiles done / total on stderr (progress.py)
+    tissue: np.ndarray | None = None  # [N] bool: patches over tissue, the only ones refined (rasters/tissue.py)
 
 
 class _Upsampler:
@@ -149,6 +150,7 @@ def run_stage(
     ih, iw = ctx.plan.input_hw
     up = _Upsampler(tiling, prev)
     selected, order = _select(ctx, stage, tiling, up)
+    selected = selected if ctx.tissue is None else selected & ctx.tissue
     c = ctx.plan.num_classes
     store = HostMap((h, w, c), ctx.store_dtype, folder=ctx.folder, ram_bytes=ctx.ram_bytes)
     error_raw = np.zeros((ih, iw), np.float32)
