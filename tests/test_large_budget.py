@@ -44,8 +44,6 @@ def test_config_budget_fields():
         ("magnet.tile_patches", -2, "config.magnet.tile_patches: expected an integer >= 0, got -2"),
         ("predict.progress", "yes", "config.predict.progress: expected one of auto, on, off, got 'yes'"),
         ("predict.reader", "gdal", "config.predict.reader: expected one of auto, tifffile, openslide"),
-        ("predict.tissue_mask", "yes", "config.predict.tissue_mask: expected True or False"),
-        ("magnet.input_pyramid", 1, "config.magnet.input_pyramid: expected True or False"),
     ):
         c = default_config()
         section, name = field.split(".")
