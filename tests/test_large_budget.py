@@ -75,7 +75,8 @@ def test_whole_image_resize_refused_above_the_budget():
     with pytest.raises(ValueError) as e:
         check_scales(src, [(750, 1000), (700, 900)], budget_bytes=16 << 20)
     msg = str(e.value)
-    assert "\n" not in msg and msg.startswith("big.tif: scale 700-900 of config.magnet.scales")
+    assert "\n" not in msg and msg.startswith("config.magnet.scales: scale 700-900 is not a power-of-two fraction")
+    assert "of the 3000x4000 image big.tif, so it needs the whole image resized in memory" in msg
     assert "(36 MB > config.magnet.memory_budget_mb=16)" in msg and "1500-2000, 750-1000, 375-500" in msg
 
 

@@ -43,7 +43,7 @@ def test_scales_resize_from_the_nearest_level(pyramid):
         np.testing.assert_array_equal(off, cv2.resize(levels[0], scale, interpolation=cv2.INTER_LINEAR))
     # 300 x 200 from level 1 is not exact by region, but 512 px fit any budget; from level 0 they would not
     check_scales(src, [(300, 200)], 1 << 20, pyramid=True)
-    with pytest.raises(ValueError, match="scale 300-200 of config.magnet.scales is not a power-of-two"):
+    with pytest.raises(ValueError, match="config.magnet.scales: scale 300-200 is not a power-of-two"):
         check_scales(src, [(300, 200)], 1 << 20)
 
 

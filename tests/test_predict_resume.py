@@ -78,3 +78,26 @@ def test_killed_folder_rerun_skips_complete_images(folder, tmp_path):
     assert changed.returncode == 0, changed.stderr[-3000:]
     assert "skipped" not in changed.stdout
     assert "im0.png: predicted again: the config changed (magnet.n_points: 100000.0 -> 0.25)" in changed.stdout
+
+
+@pytest.mark.slow
+def test_whole_image_resize_refused_before_any_image(folder, tmp_path):
+    """A 20000 px TIFF (sparse: only its header is read) at a scale that is no power-of-two fraction of it
+    would be resized whole in memory (1.2 GB + the scale) above a 1024 MB budget: one line, exit status 2."""
+    import tifffile
+
+    big = tmp_path / "imgs" / "big.tif"
+    big.parent.mkdir()
+    mm = tifffile.memmap(big, shape=(20000, 20000, 3), dtype=np.uint8, bigtiff=True)
+    del mm
+    args = _args(folder, tmp_path / "out", "--config.magnet.streamed=on", "--config.magnet.memory_budget_mb=1024",
+                 "--config.magnet.scales=625-625,1250-1250,15000-15000")  # fmt: skip
+    args[args.index("--image") + 1] = str(big)
+    proc = subprocess.run(args, capture_output=True, text=True, env=_env(), timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("main.py: error: config.magnet.scales: scale 15000-15000 is not a power-of-two fraction "
+                           f"of the 20000x20000 image {big}, so it needs the whole image resized")  # fmt: skip
+    assert "(1788 MB > config.magnet.memory_budget_mb=1024)" in last
+    assert "(here: 20000-20000, 10000-10000, 5000-5000, 2500-2500, 1250-1250, 625-625" in last
+    assert not (tmp_path / "out" / "big").exists()  # refused before any image ran

@@ -24,6 +24,23 @@ from magnet_jax.inference.outputs import expand_images, output_dirs, predict_fil
 from magnet_jax.inference.predictor import MagNetPredictor
 from magnet_jax.preprocess import ImageDecodeError
 from magnet_jax.rasters.label_outputs import OutputOptions
+from magnet_jax.rasters.large_io import TIFF_EXTENSIONS, open_image
+from magnet_jax.rasters.scaled import check_scales
+from magnet_jax.rasters.slide_io import SLIDE_EXTENSIONS
+
+
+def refuse_whole_resizes(predictor: MagNetPredictor, paths: Sequence[str], reader: str) -> None:
+    """Before any image runs: ValueError (one line, `rasters.scaled.check_scales`) when a scale of a TIFF or
+    slide input would need the whole image resized in memory above `config.magnet.memory_budget_mb`."""
+    opts = predictor.stream
+    for path in paths:
+        if not path.lower().endswith(TIFF_EXTENSIONS + SLIDE_EXTENSIONS):
+            continue  # other formats are decoded in memory anyway
+        try:
+            source = open_image(path, reader)
+        except (OSError, ValueError):
+            continue  # unreadable: skipped with its reason in the loop
+        check_scales(source, predictor.plan.scales, opts.memory_budget_mb << 20, pyramid=opts.pyramid)
 
 
 class SkippedImagesError(RuntimeError):
@@ -52,6 +69,7 @@ def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
     outputs = OutputOptions.from_config(config, dataset)
     if predictor.tiled:
         print("tiled prediction: stage maps tile by tile on disk (config.magnet.streamed)", flush=True)
+        refuse_whole_resizes(predictor, paths, str(config.predict.reader))
     done = Completion(config)
     for path, out_dir in zip(paths, output_dirs(paths, workdir), strict=True):
         earlier, why = done.check(path, out_dir)

@@ -99,8 +99,8 @@ def check_scales(
             continue
         h, w = source.size_hw
         raise ValueError(
-            f"{source.path}: scale {sw}-{sh} of config.magnet.scales is not a power-of-two fraction of the "
-            f"{w}x{h} image, so it needs the whole image resized in memory ({need >> 20} MB > "
+            f"config.magnet.scales: scale {sw}-{sh} is not a power-of-two fraction of the {w}x{h} image "
+            f"{source.path}, so it needs the whole image resized in memory ({need >> 20} MB > "
             f"config.magnet.memory_budget_mb={budget_bytes >> 20}); use scales that divide the image size by "
             f"powers of two (here: {', '.join(exact_scales(source.size_hw)) or 'none: crop the image'}) or raise "
             "config.magnet.memory_budget_mb"
