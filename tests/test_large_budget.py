@@ -103,3 +103,14 @@ def test_budget_sets_tiles_and_explicit_value_wins(tiny, capfd):
     res2.close()
     assert "stage 1 refine" not in capfd.readouterr().err  # off unless asked (stderr is not a terminal here)
     assert progress_enabled("on") and not progress_enabled("off") and not progress_enabled("auto")
+
+
+def test_workdir_records_from_before_the_budget_fields_still_match():
+    """A training record written with `tile_patches = 4` and without the budget / pyramid fields continues
+    (tile size and budget change memory, not results); only turning pyramids on is a difference."""
+    from magnet_jax.commands.workdir import differences
+
+    old = {"seed": 3, "magnet.tile_patches": 4}
+    new = {"seed": 3, "magnet.tile_patches": 0, "magnet.memory_budget_mb": 4096, "magnet.input_pyramid": False}
+    assert differences(old, new) == []
+    assert differences(old, {**new, "magnet.input_pyramid": True}) == ["magnet.input_pyramid: False -> True"]

@@ -31,7 +31,7 @@ FREE_PREFIXES = ("train.", "eval.", "predict.")
 FREE_FIELDS = ("data.num_workers", "magnet.patch_batch_size", "magnet.tile_patches", "magnet.memory_budget_mb",
                "checkpoint.backbone", "checkpoint.refiners")  # fmt: skip
 # Fields added after records were first written: a record without one was produced with this value.
-ADDED_FIELDS = {"magnet.conv_algorithm": "direct"}
+ADDED_FIELDS = {"magnet.conv_algorithm": "direct", "magnet.input_pyramid": False}
 
 
 class WorkdirError(ValueError):
