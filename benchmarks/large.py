@@ -75,7 +75,8 @@ def run_one(args) -> dict:
     )
     backbone = build_model(args.model, n, seed=0)
     refiner = build_model("refinement", n, seed=1)
-    options = StreamOptions(mode="on", tile_patches=args.tile_patches, store_dtype=args.store_dtype, work_dir=args.work)
+    options = StreamOptions(mode="on", tile_patches=args.tile_patches, store_dtype=args.store_dtype, work_dir=args.work,
+                            memory_budget_mb=args.budget_mb)  # fmt: skip
     predictor = MagNetPredictor(plan, backbone, refiner, stream=options)
     t = time.perf_counter()
     summary = predict_file(predictor, args.image, os.path.join(args.work, f"out_{args.size}"))["tiled"]
@@ -113,7 +114,8 @@ def main() -> None:
     p.add_argument("--crop", type=int, default=512)
     p.add_argument("--input", type=int, default=256)
     p.add_argument("--points", type=float, default=0.75)
-    p.add_argument("--tile-patches", type=int, default=4)
+    p.add_argument("--tile-patches", type=int, default=0, help="0: from --budget-mb")
+    p.add_argument("--budget-mb", type=int, default=4096, help="config.magnet.memory_budget_mb")
     p.add_argument("--store-dtype", default="float32", choices=["float32", "float16"])
     p.add_argument("--work", default="/tmp/magnet_large_bench")
     p.add_argument("--cache", action="store_true", help="use JAX's persistent compilation cache")
@@ -133,7 +135,7 @@ def main() -> None:
             make_image(image, size)
             print(f"wrote {image} in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
         cmd = [sys.executable, __file__, "--run", "--size", str(size), "--image", str(image)]
-        for flag in ("model", "crop", "input", "points", "tile_patches", "store_dtype", "work"):
+        for flag in ("model", "crop", "input", "points", "tile_patches", "budget_mb", "store_dtype", "work"):
             cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
         cmd += ["--cache"] if args.cache else []
         proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -64,7 +64,9 @@ def default_config() -> ml_collections.ConfigDict:
     # on CPU where measured faster, else XLA's) | direct | winograd
     c.magnet.conv_algorithm = "auto"
     c.magnet.streamed = "auto"  # predict tile by tile, maps on disk: auto (a stage map > 1 GiB) | on | off
-    c.magnet.tile_patches = 4  # streamed: a tile is tile_patches x tile_patches patches (memory ~ its square)
+    c.magnet.tile_patches = 0  # streamed: a tile is tile_patches x tile_patches patches; 0: from memory_budget_mb
+    c.magnet.input_pyramid = False  # streamed: resize scales from the input's nearest pyramid level (not parity)
+    c.magnet.memory_budget_mb = 4096  # streamed: peak resident MB aimed at (sets tile_patches, refuses whole resizes)
     c.magnet.stream_dtype = "float32"  # streamed: stage maps on disk as float32 (exact) | float16 (half the I/O)
 
     # --- checkpoints to start from ---
@@ -103,9 +105,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.optimizer = "sgd"  # sgd (the original: momentum, coupled weight decay) | adam (same decay)
     c.train.init_backbone = ""  # backbone training: start from these weights (.pth or converted folder)
     c.train.progress = True  # tqdm progress bar
-    # backbone samples: crop (the original: a crop of backbone_crop_sizes resized to the input, scale jitter)
-    # | scales (MagNet's views: the image resized to a scale of magnet.scales, a crop_size crop, resized)
-    c.train.backbone_sampling = "crop"
+    # backbone samples: crop (the original: a backbone_crop_sizes crop resized to the input, scale jitter) |
+    c.train.backbone_sampling = "crop"  # scales (MagNet's views: image at a magnet.scales scale, crop_size crop)
     c.train.precise_bn_batches = 0  # > 0: re-estimate BatchNorm statistics on this many batches at the end
     c.train.fast_conv = True  # CPU only: fast convolution weight gradients (magnet_jax/ops/conv.py)
     # target "all" (synthetic demo): overrides of config.train.* for its backbone phase, e.g. epochs, lr
@@ -121,6 +122,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval.process_timeout_s = 900.0  # several processes: how long to wait for the others' results before an error
     c.predict = ml_collections.ConfigDict()  # --mode=predict outputs (magnet_jax/rasters/label_outputs.py)
     c.predict.label_format = "none"  # none | ids: also <stem>_ids.png, input size, the dataset's label ids
+    c.predict.progress = "auto"  # tiled runs: tiles done / total per stage on stderr: auto (a terminal) | on | off
+    c.predict.reader = "auto"  # auto (OpenSlide for .svs/.ndpi/.mrxs/...) | tifffile | openslide (also tiled TIFFs)
+    c.predict.tissue_mask = False  # tiled: refine only patches over tissue (Otsu), label the rest 255 (not predicted)
     c.predict.polygons = False  # also labels.geojson: class polygons (map coordinates for georeferenced inputs)
     return c
 
@@ -201,14 +205,15 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         )
     if not c.eval.process_timeout_s > 0:
         raise ValueError(f"config.eval.process_timeout_s: expected seconds > 0, got {c.eval.process_timeout_s!r}")
-    if not isinstance(c.eval.batch_images, int) or c.eval.batch_images < 1:
-        raise ValueError(f"config.eval.batch_images: expected an integer >= 1, got {c.eval.batch_images!r}")
+    for section, name, low in (("magnet", "tile_patches", 0), ("magnet", "memory_budget_mb", 1024),
+                               ("eval", "batch_images", 1), ("eval", "prefetch", 0)):  # fmt: skip
+        if not isinstance(c[section][name], int) or c[section][name] < low:
+            raise ValueError(f"config.{section}.{name}: expected an integer >= {low}, got {c[section][name]!r}")
     if c.eval.batch_images > 1 and c.magnet.streamed == "on":
         raise ValueError("config.eval.batch_images > 1 runs whole images: set config.magnet.streamed=off")
-    if not isinstance(c.eval.prefetch, int) or c.eval.prefetch < 0:
-        raise ValueError(f"config.eval.prefetch: expected an integer >= 0 (input threads), got {c.eval.prefetch!r}")
-    if not isinstance(c.magnet.tile_patches, int) or c.magnet.tile_patches < 1:
-        raise ValueError(f"config.magnet.tile_patches: expected an integer >= 1, got {c.magnet.tile_patches!r}")
+    for section, name in (("magnet", "input_pyramid"), ("predict", "tissue_mask")):
+        if not isinstance(c[section][name], bool):
+            raise ValueError(f"config.{section}.{name}: expected True or False, got {c[section][name]!r}")
     if c.magnet.stream_dtype not in ("float32", "float16"):
         raise ValueError(f"config.magnet.stream_dtype: expected 'float32' or 'float16', got {c.magnet.stream_dtype!r}")
     refiners = [p for p in str(c.checkpoint.refiners).split(",") if p.strip()]
@@ -273,6 +278,9 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         if value is not None and (value == 0 or value < -1):  # 0 images would report an mIoU of 0.00
             raise ValueError(f"config.{field}: expected -1 (every image) or a count >= 1, got {value}")
     parse_int_list(c.train.lr_milestones, "train.lr_milestones")
+    for name, choices in (("progress", ("auto", "on", "off")), ("reader", ("auto", "tifffile", "openslide"))):
+        if c.predict[name] not in choices:
+            raise ValueError(f"config.predict.{name}: expected one of {', '.join(choices)}, got {c.predict[name]!r}")
     if c.predict.label_format not in ("none", "ids"):
         raise ValueError(f"config.predict.label_format: expected 'none' or 'ids', got {c.predict.label_format!r}")
 

@@ -237,7 +237,7 @@ def test_streaming_choice_and_errors():
     assert needs_streaming(big, StreamOptions()) and not needs_streaming(small, StreamOptions())
     assert needs_streaming(small, StreamOptions(mode="on")) and not needs_streaming(big, StreamOptions(mode="off"))
     with pytest.raises(ValueError, match="config.magnet.tile_patches"):
-        StreamOptions(tile_patches=0)
+        StreamOptions(tile_patches=-1)
     with pytest.raises(ValueError, match="config.magnet.stream_dtype"):
         StreamOptions(store_dtype="int8")
     backbone, refiner = _models()

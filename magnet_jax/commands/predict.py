@@ -5,7 +5,8 @@
 
 Outputs per image: see `magnet_jax/inference/outputs.py`. An image that cannot be read (missing,
 truncated, corrupt) is skipped with one line naming it; the others are predicted, and
-`OUT/predict_summary.json` lists the skipped files; the command then exits with status 1.
+`OUT/predict_summary.json` lists the skipped files; the command then exits with status 1. A rerun of
+the same command skips the images already complete (`predict_resume.py`) and says so.
 """
 
 from __future__ import annotations
@@ -17,12 +18,30 @@ from collections.abc import Sequence
 from absl import logging
 
 from magnet_jax.commands.errors import on_disk_error, write_partial_summary
+from magnet_jax.commands.predict_resume import Completion
 from magnet_jax.commands.workdir import flat_config
 from magnet_jax.evaluation import write_json_atomic
 from magnet_jax.inference.outputs import expand_images, output_dirs, predict_file
 from magnet_jax.inference.predictor import MagNetPredictor
 from magnet_jax.preprocess import ImageDecodeError, shown_path
 from magnet_jax.rasters.label_outputs import OutputOptions
+from magnet_jax.rasters.large_io import TIFF_EXTENSIONS, open_image
+from magnet_jax.rasters.scaled import check_scales
+from magnet_jax.rasters.slide_io import SLIDE_EXTENSIONS
+
+
+def refuse_whole_resizes(predictor: MagNetPredictor, paths: Sequence[str], reader: str) -> None:
+    """Before any image runs: ValueError (one line, `rasters.scaled.check_scales`) when a scale of a TIFF or
+    slide input would need the whole image resized in memory above `config.magnet.memory_budget_mb`."""
+    opts = predictor.stream
+    for path in paths:
+        if not path.lower().endswith(TIFF_EXTENSIONS + SLIDE_EXTENSIONS):
+            continue  # other formats are decoded in memory anyway
+        try:
+            source = open_image(path, reader)
+        except (OSError, ValueError):
+            continue  # unreadable: skipped with its reason in the loop
+        check_scales(source, predictor.plan.scales, opts.memory_budget_mb << 20, pyramid=opts.pyramid)
 
 
 class SkippedImagesError(RuntimeError):
@@ -51,17 +70,30 @@ def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
     outputs = OutputOptions.from_config(config, dataset)
     if predictor.tiled:
         print("tiled prediction: stage maps tile by tile on disk (config.magnet.streamed)", flush=True)
+        refuse_whole_resizes(predictor, paths, str(config.predict.reader))
+    done = Completion(config)
     on_disk_error(lambda e: write_partial_summary(e, summary, workdir, output_dirs(paths, workdir)))  # full disk
     for path, out_dir in zip(paths, output_dirs(paths, workdir), strict=True):
+        earlier, why = done.check(path, out_dir)
+        if earlier is not None:
+            summary["images"].append(earlier | {"complete_before": True})
+            written.append(out_dir)
+            print(f"{shown_path(os.path.basename(path))}: complete in an earlier run, skipped ({shown_path(out_dir)})",
+                  flush=True)  # fmt: skip
+            continue
+        if why:
+            print(f"{shown_path(os.path.basename(path))}: predicted again: {why}", flush=True)
         try:
+            done.start(out_dir)
             info = predict_file(predictor, path, out_dir, palette=dataset.palette, class_names=dataset.class_names,
-                                outputs=outputs)  # fmt: skip
+                                outputs=outputs, reader=str(config.predict.reader))  # fmt: skip
         except (FileNotFoundError, ImageDecodeError, ValueError) as e:
             logging.error("skipped: %s", e)
             print(f"skipped: {e}", flush=True)
             summary["skipped"].append({"image": path, "error": str(e)})
             continue
         summary["images"].append({"image": path, "output": out_dir, **info})
+        done.finish(path, out_dir, summary["images"][-1])
         written.append(out_dir)
         seconds = info["seconds"] if "seconds" in info else info["tiled"]["seconds"]
         stages = ", ".join(f"{k} {v:.2f}" for k, v in seconds.items() if k.startswith("stage"))

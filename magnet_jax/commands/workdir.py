@@ -32,9 +32,10 @@ from magnet_jax.evaluation import write_json_atomic
 RECORD_KEY = "_magnet_jax"
 # Compared per run by the checkpoints, or not affecting results at all (predict.*: extra output files).
 FREE_PREFIXES = ("train.", "eval.", "predict.")
-FREE_FIELDS = ("data.num_workers", "magnet.patch_batch_size", "checkpoint.backbone", "checkpoint.refiners")
+FREE_FIELDS = ("data.num_workers", "magnet.patch_batch_size", "magnet.tile_patches", "magnet.memory_budget_mb",
+               "checkpoint.backbone", "checkpoint.refiners")  # fmt: skip
 # Fields added after records were first written: a record without one was produced with this value.
-ADDED_FIELDS = {"magnet.conv_algorithm": "direct"}
+ADDED_FIELDS = {"magnet.conv_algorithm": "direct", "magnet.input_pyramid": False}
 LOCK_FILE = ".magnet_jax.lock"
 _HELD: dict[Path, Any] = {}  # workdir -> its open lock file, for the life of the process
 

@@ -8,29 +8,20 @@ region whatever the map's size.
 `scratch_dir(parent)` is a run's folder for map files, `parent/.magnet_tmp_<pid>`, removed when the run ends;
 a run killed before that leaves it behind, and the next run in `parent` removes it (its pid is dead).
 
-`ScaledImage` is `cv2.resize(image, scale, INTER_LINEAR)` read by region without resizing the whole
-image. A region is resized from a crop of the source aligned to the scale's ratio (`p / q` per axis:
-crop origins at multiples of `q` output and `p` input pixels, plus a margin), which gives OpenCV the
-same per-pixel coefficients as for the whole image, so the result is the same bit for bit, when the
-ratio is a dyadic fraction with few bits (`m / 2^d`, `d <= 8`, and the source coordinates exact in
-float32): every power-of-two ratio and e.g. 20000 -> 512 (625/16). Other ratios resize the whole
-image once (in memory) and serve regions from it.
+`ScaledImage` (the image at a scale, read by region) lives in `rasters/scaled.py`, re-exported here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from fractions import Fraction
 
-import cv2
 import numpy as np
 
-from magnet_jax.rasters.large_io import ImageSource
+from magnet_jax.rasters.scaled import ScaledImage, region_resize_exact
 
 __all__ = ["HostMap", "ScaledImage", "region_resize_exact", "scratch_dir"]
 
@@ -128,56 +119,3 @@ class HostMap:
             self.close()
         except Exception:
             pass
-
-
-def _axis_exact(n_in: int, n_out: int) -> bool:
-    """Whether OpenCV's float32 source coordinates along this axis are exact (see the module docstring)."""
-    r = Fraction(n_in, n_out)
-    d = int(math.log2(r.denominator)) if r.denominator & (r.denominator - 1) == 0 else None
-    return d is not None and d <= 8 and n_in.bit_length() + d + 1 <= 24
-
-
-def _aligned(n_in: int, n_out: int, a: int, b: int, margin: int) -> tuple[int, int, int, int]:
-    """Output range `[a, b)` widened by `margin` and aligned to the ratio -> (out0, out1, in0, in1)."""
-    r = Fraction(n_in, n_out)
-    p, q = r.numerator, r.denominator
-    o0 = max(0, ((a - margin) // q) * q)
-    o1 = min(n_out, -(-(b + margin) // q) * q)
-    i0, i1 = o0 * p // q, min(n_in, -(-(o1 * p) // q))
-    return o0, o1, i0, i1
-
-
-def region_resize_exact(source: ImageSource, scale_wh: tuple[int, int], y0: int, y1: int, x0: int, x1: int):
-    """`cv2.resize(whole, scale_wh, INTER_LINEAR)[y0:y1, x0:x1]` from an aligned crop (exact ratios only)."""
-    (h, w), (sw, sh) = source.size_hw, scale_wh
-    margin = 4
-    oy0, oy1, iy0, iy1 = _aligned(h, sh, y0, y1, margin)
-    ox0, ox1, ix0, ix1 = _aligned(w, sw, x0, x1, margin)
-    crop = source.read(iy0, iy1, ix0, ix1)
-    out = cv2.resize(crop, (ox1 - ox0, oy1 - oy0), interpolation=cv2.INTER_LINEAR)
-    return out[y0 - oy0 : y1 - oy0, x0 - ox0 : x1 - ox0]
-
-
-class ScaledImage:
-    """The source image resized (cv2 INTER_LINEAR) to `scale_wh`, read by region (see the module docstring)."""
-
-    def __init__(self, source: ImageSource, scale_wh: tuple[int, int]):
-        self.source = source
-        self.scale_wh = (int(scale_wh[0]), int(scale_wh[1]))
-        h, w = source.size_hw
-        self.identity = self.scale_wh == (w, h)
-        self.exact_regions = self.identity or (_axis_exact(h, self.scale_wh[1]) and _axis_exact(w, self.scale_wh[0]))
-        self._whole = None
-
-    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """`[y1 - y0, x1 - x0, 3]` uint8 of the resized image."""
-        if self.identity:
-            return self.source.read(y0, y1, x0, x1)
-        if self.exact_regions:
-            return region_resize_exact(self.source, self.scale_wh, y0, y1, x0, x1)
-        if self._whole is None:
-            self._whole = cv2.resize(self.source.whole(), self.scale_wh, interpolation=cv2.INTER_LINEAR)
-        return self._whole[y0:y1, x0:x1].copy()
-
-    def release(self) -> None:
-        self._whole = None

@@ -36,7 +36,7 @@ from magnet_jax.inference.predictor import MagNetPredictor
 from magnet_jax.inference.result import MagNetResult
 from magnet_jax.preprocess import read_image_rgb
 from magnet_jax.rasters.label_outputs import OutputOptions, write_label_outputs
-from magnet_jax.rasters.large_io import ImageSource, open_image, read_sampled
+from magnet_jax.rasters.large_io import ImageSource, open_image, read_sampled, uses_slide_reader
 from magnet_jax.visualization import pictures
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -167,7 +167,7 @@ def _save_tiled(predictor: MagNetPredictor, result: MagNetResult, source, out_di
         "reader": source.kind,
         "size_hw": list(source.size_hw),
         "plan": plan.describe(),
-        "tile_patches": predictor.stream.tile_patches,
+        "tile_patches": {f"stage{s.index}": s.tile_patches for s in result.stages if s.index > 0},
         "store_dtype": predictor.stream.store_dtype,
         "devices": int(predictor.mesh.devices.size),
         "seconds": {f"stage{s.index}": round(s.seconds, 3) for s in result.stages},
@@ -190,16 +190,17 @@ def predict_file(
     class_names: Sequence[str] | None = None,
     outputs: OutputOptions | None = None,
     figures: bool = True,
+    reader: str = "auto",
 ) -> dict:
-    """Predicts the image file `path` (whole or tiled, as the predictor runs) and writes its outputs into
-    `out_dir` (`save_prediction`); returns its summary entry. Tiled maps live in `out_dir`'s scratch folder
-    (`host_maps.scratch_dir`: a killed run's is removed by the next) while the image runs."""
+    """Predicts the image file `path` (`large_io.open_image(path, reader)`; whole or tiled, as the predictor
+    runs) and writes its outputs into `out_dir` (`save_prediction`); returns its summary entry. Tiled maps
+    live in `out_dir`'s scratch folder (`host_maps.scratch_dir`: a killed run's is removed by the next)."""
     palette = pictures.default_palette(predictor.plan.num_classes) if palette is None else np.asarray(palette, np.uint8)
     kw = {"class_names": class_names, "image_path": path, "outputs": outputs, "figures": figures}
     if not predictor.tiled:
-        image = read_image_rgb(path)
+        image = open_image(path, reader).whole() if uses_slide_reader(path, reader) else read_image_rgb(path)
         return save_prediction(predictor, predictor.predict(image), image, out_dir, palette, **kw)
-    source = open_image(path)
+    source = open_image(path, reader)
     with scratch_dir(out_dir) as work:
         result = predictor.predict(source, work_dir=predictor.stream.work_dir or work)
         try:

@@ -29,6 +29,7 @@ class StageResult:
     refined: jax.Array | None = None  # [h, w] bool, the pixels written (whole image only)
     seconds: float = 0.0
     preview: np.ndarray | None = None  # argmax sampled at the preview size (tiled)
+    tile_patches: int = 0  # tiled: the tile side in patches this stage ran with
 
 
 @dataclasses.dataclass

@@ -10,7 +10,9 @@ not by the image size.
 Results equal the whole-image run (`compat="paper"`) pixel for pixel on XLA:CPU with float32 stage maps:
 both call the same region kernels (`kernels.py`) on the same pixels (tested). Each scale of the image is
 resized by region where OpenCV's coefficients allow it exactly (power-of-two-denominator ratios,
-`host_maps.ScaledImage`), else the whole image is resized once in memory. `stream_dtype="float16"` halves
+`rasters/scaled.py`), else the whole image is resized once in memory, within `memory_budget_mb` only (which
+also sizes the tiles, `memory_budget.py`); `input_pyramid` resizes from the input's pyramid levels (not
+pixel-equal). `stream_dtype="float16"` halves
 the disk traffic; measured on a 1024 px image with random weights, its last stage agreed on 99.986% of the
 pixels, so float32 is the default. Point budgets are exact (`points.py`; ties go to the lower row-major
 pixel index, as in the whole-image stage). `compat="reference"` is not tiled (its PyTorch tie-breaking
@@ -34,7 +36,11 @@ from magnet_jax.inference.plan import MagNetPlan
 from magnet_jax.inference.result import MagNetResult, StageResult
 from magnet_jax.inference.tiled_stage import StageContext, run_stage
 from magnet_jax.inference.tiling import StageTiling, taps_for
+from magnet_jax.memory_budget import DEFAULT_BUDGET_MB, tile_patches_for
+from magnet_jax.progress import progress_enabled
 from magnet_jax.rasters.large_io import ImageSource
+from magnet_jax.rasters.scaled import check_scales
+from magnet_jax.rasters.tissue import mark_ignored, patches_with_tissue, tissue_mask
 
 __all__ = ["STREAM_AUTO_BYTES", "StreamOptions", "argmax_bands", "needs_streaming", "predict_tiled"]
 
@@ -49,7 +55,11 @@ class StreamOptions:
     """How to stream (see the module docstring); `from_config` reads `config.magnet.*`."""
 
     mode: str = "auto"  # auto | on | off
-    tile_patches: int = 4  # a tile is tile_patches x tile_patches patches
+    tile_patches: int = 0  # a tile is tile_patches x tile_patches patches; 0: from memory_budget_mb
+    memory_budget_mb: int = DEFAULT_BUDGET_MB  # sets tile_patches (memory_budget.py) and caps whole-image resizes
+    progress: bool = False  # tiles done / total per stage on stderr (tqdm)
+    pyramid: bool = False  # resize each scale from the input's nearest pyramid level (rasters/scaled.py)
+    tissue_mask: bool = False  # refine only patches over tissue, label the rest 255 (rasters/tissue.py)
     store_dtype: str = "float32"  # float32 (exact) | float16 (half the disk traffic)
     work_dir: str | None = None  # where the stage map files go (default: the system temporary folder)
     preview_max: int = 2048  # longest side of the preview pictures
@@ -58,8 +68,8 @@ class StreamOptions:
     def __post_init__(self):
         if self.mode not in STREAM_MODES:
             raise ValueError(f"config.magnet.streamed: expected one of {', '.join(STREAM_MODES)}, got {self.mode!r}")
-        if not isinstance(self.tile_patches, (int, np.integer)) or self.tile_patches < 1:
-            raise ValueError(f"config.magnet.tile_patches: expected an integer >= 1, got {self.tile_patches!r}")
+        if not isinstance(self.tile_patches, (int, np.integer)) or self.tile_patches < 0:
+            raise ValueError(f"config.magnet.tile_patches: expected an integer >= 0, got {self.tile_patches!r}")
         if self.store_dtype not in STORE_DTYPES:
             raise ValueError(
                 f"config.magnet.stream_dtype: expected one of {', '.join(STORE_DTYPES)}, got {self.store_dtype!r}"
@@ -68,7 +78,9 @@ class StreamOptions:
     @classmethod
     def from_config(cls, config, **overrides) -> StreamOptions:
         m = config.magnet
-        kw = {"mode": str(m.streamed), "tile_patches": int(m.tile_patches), "store_dtype": str(m.stream_dtype)}
+        kw = {"mode": str(m.streamed), "tile_patches": int(m.tile_patches), "store_dtype": str(m.stream_dtype),
+              "memory_budget_mb": int(m.memory_budget_mb), "progress": progress_enabled(config.predict.progress),
+              "pyramid": bool(m.input_pyramid), "tissue_mask": bool(config.predict.tissue_mask)}
         kw.update(overrides)
         return cls(**kw)
 
@@ -96,8 +108,11 @@ def predict_tiled(
     ih, iw = plan.input_hw
     longest = max(plan.last_hw)
     preview_hw = tuple(max(1, int(round(s * min(1.0, opts.preview_max / longest)))) for s in plan.last_hw)
+    check_scales(source, plan.scales, opts.memory_budget_mb << 20, pyramid=opts.pyramid)  # before any work
     t0 = time.perf_counter()
-    probs0, am0 = predictor.stage0(kernels.stage0_input(ScaledImage(source, plan.scales[0]).read, plan))
+    mask = tissue_mask(source) if opts.tissue_mask else None
+    scale0 = ScaledImage(source, plan.scales[0], pyramid=opts.pyramid)
+    probs0, am0 = predictor.stage0(kernels.stage0_input(scale0.read, plan))
     folder = work_dir or opts.work_dir  # stage 0's maps too: never the system temporary folder's orphans
     prev = HostMap((ih, iw, plan.num_classes), np.float32, folder=folder, ram_bytes=opts.ram_bytes)
     prev.write(0, 0, np.asarray(probs0))
@@ -113,18 +128,23 @@ def predict_tiled(
     for i, st in enumerate(plan.stages):
         ctx = StageContext(
             plan, predictor.mesh, refine_fns[i], predictor.backbone_state, predictor.refiner_state(i),
-            ScaledImage(source, st.scale_wh), np.dtype(opts.store_dtype), folder, preview_hw,
-            opts.ram_bytes,
+            ScaledImage(source, st.scale_wh, pyramid=opts.pyramid), np.dtype(opts.store_dtype), folder, preview_hw,
+            opts.ram_bytes, opts.progress, None if mask is None else patches_with_tissue(mask, st.boxes, st.size_hw),
         )  # fmt: skip
-        tiling = StageTiling(st, plan, opts.tile_patches, prev_hw)
+        tiling = StageTiling(st, plan, opts.tile_patches or tile_patches_for(
+            plan.crop_wh[::-1], plan.num_classes, st.size_hw, opts.memory_budget_mb, np.dtype(opts.store_dtype).itemsize
+        ), prev_hw)  # fmt: skip
         last = i == len(plan.stages) - 1
         out = run_stage(ctx, st, tiling, prev, last=last, keep_probs=keep_probs, keep_labels=keep_labels)
         ctx.image.release()
         if not keep_maps:
             prev.close()  # the previous stage's P is no longer needed
             stages[-1].probs = None
+        out.tile_patches = tiling.t
         stages.append(out)
         prev, prev_hw = out.probs, st.size_hw
+    if mask is not None and plan.stages:  # pixels no refined patch covers were not predicted
+        mark_ignored(stages[-1].argmax, (tiling.x0, tiling.x1), (tiling.y0, tiling.y1), ctx.tissue)
     return MagNetResult(stages, stages[-1].probs, seconds=time.perf_counter() - t_start, tiled=True)
 
 

@@ -29,6 +29,7 @@ from magnet_jax.inference.points import point_rule
 from magnet_jax.inference.result import StageResult
 from magnet_jax.inference.tiling import StageTiling, Tile
 from magnet_jax.ops.resize import resize_bilinear
+from magnet_jax.progress import tile_progress
 from magnet_jax.runtime import release_heap
 from magnet_jax.sharding import data_sharding, replicated
 
@@ -49,6 +50,8 @@ class StageContext:
     folder: str | None
     preview_hw: tuple[int, int]
     ram_bytes: int  # maps up to this size stay in RAM
+    progress: bool = False  # tiles done / total on stderr (progress.py)
+    tissue: np.ndarray | None = None  # [N] bool: patches over tissue, the only ones refined (rasters/tissue.py)
 
 
 class _Upsampler:
@@ -147,6 +150,7 @@ def run_stage(
     ih, iw = ctx.plan.input_hw
     up = _Upsampler(tiling, prev)
     selected, order = _select(ctx, stage, tiling, up)
+    selected = selected if ctx.tissue is None else selected & ctx.tissue
     c = ctx.plan.num_classes
     store = HostMap((h, w, c), ctx.store_dtype, folder=ctx.folder, ram_bytes=ctx.ram_bytes)
     error_raw = np.zeros((ih, iw), np.float32)
@@ -155,7 +159,7 @@ def run_stage(
     bh, bw = tiling.box_hw
     slots_h = tiling.slots_hw[1]
     cache: dict[int, np.ndarray] = {}
-    for ti, tile in enumerate(tiling.tiles):
+    for ti, tile in enumerate(tile_progress(tiling.tiles, f"stage {stage.index} refine", ctx.progress)):
         ids = tiling.own_patches(tile, selected)
         ry0, _, rx0, _ = region = tiling.region(tile, selected)
         probs_r = up(*region, tiling.region_max)

@@ -6,7 +6,11 @@ without loading the whole image when the file allows it:
   resident set when the read returns);
 - tiled or striped TIFF (any codec tifffile decodes, e.g. deflate, LZW, JPEG): only the tiles / strips
   that overlap the region are read and decoded;
+- whole-slide formats (SVS, NDPI, MRXS, ...; any file with `reader="openslide"`): OpenSlide, by region
+  and level (`slide_io.py`);
 - other TIFF layouts (planar, exotic samples) and ordinary images (PNG, JPEG, ...): decoded once in memory.
+A pyramidal TIFF's reduced levels (tifffile's series levels: SubIFDs or reduced pages) that can be read
+by region are `ImageSource.levels[1:]` (`scaled.ScaledImage(..., pyramid=True)` resizes from them).
 Grey images are repeated to RGB, an alpha channel is dropped; anything but 8 bits per sample is refused.
 
 TIFF inputs also carry their metadata (`ImageSource.metadata`, `image_meta.ImageMetadata`: GeoTIFF
@@ -25,10 +29,12 @@ import numpy as np
 from magnet_jax.preprocess import write_image
 from magnet_jax.rasters.image_meta import ImageMetadata, read_tiff_metadata
 from magnet_jax.rasters.label_map import write_label_map
+from magnet_jax.rasters.slide_io import SLIDE_EXTENSIONS, slide_levels
 
-__all__ = ["ImageSource", "open_image", "read_sampled", "save_rgb_png", "write_label_tiff"]
+__all__ = ["ImageSource", "open_image", "uses_slide_reader", "read_sampled", "save_rgb_png", "write_label_tiff"]
 
 TIFF_EXTENSIONS = (".tif", ".tiff", ".btf", ".tf8", ".svs", ".ome.tif")
+READERS = ("auto", "tifffile", "openslide")
 
 
 def _to_rgb(block: np.ndarray, path: str) -> np.ndarray:
@@ -53,6 +59,7 @@ class ImageSource:
         self._reader = reader
         self.kind = "array"
         self.metadata: ImageMetadata | None = None  # TIFF inputs: georeferencing, resolution (image_meta.py)
+        self.levels: list[ImageSource] = [self]  # pyramid levels, full resolution first (tiled pyramidal TIFFs)
 
     @classmethod
     def from_array(cls, image: np.ndarray, name: str = "<array>") -> ImageSource:
@@ -75,20 +82,37 @@ def _tiff_source(path: str) -> ImageSource:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        first = tif.series[0].levels[0].pages[0]
+        metadata = read_tiff_metadata(tif)
+        n_levels = len(tif.series[0].levels)
+    src = _tiff_level(path, 0)
+    src.metadata = metadata
+    if src.kind != "tiff (in memory)":  # the reduced levels that can be read by region too
+        src.levels += [lv for lv in (_tiff_level(path, i) for i in range(1, n_levels)) if lv is not None]
+    return src
+
+
+def _tiff_level(path: str, level: int) -> ImageSource:
+    """Level `level` of the first series: memory-mapped, by segments, or (other layouts) decoded in memory
+    (`None` for a reduced level in such a layout: it is not used)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        first = tif.series[0].levels[level].pages[0]
         key = first.keyframe
-        shape = tuple(int(s) for s in tif.series[0].levels[0].shape)
+        shape = tuple(int(s) for s in tif.series[0].levels[level].shape)
         dtype = key.dtype
         memmap_offset = int(first.dataoffsets[0]) if first.is_memmappable else None
         contig = key.planarconfig == 1 or len(shape) == 2
-        metadata = read_tiff_metadata(tif)
     if dtype != np.uint8:
+        if level:
+            return None
         raise ValueError(f"{path}: expected an 8-bit image, got {dtype} samples")
     if len(shape) not in (2, 3) or (len(shape) == 3 and not contig):
+        if level:
+            return None
         # planar or multi-sample layouts: decoded once
-        image = _to_rgb(tifffile.imread(path, series=0, level=0), path)
-        src = ImageSource.from_array(image, path)
-        src.kind, src.metadata = "tiff (in memory)", metadata
+        src = ImageSource.from_array(_to_rgb(tifffile.imread(path, series=0, level=0), path), path)
+        src.kind = "tiff (in memory)"
         return src
     h, w = shape[:2]
     if memmap_offset is not None:
@@ -101,18 +125,18 @@ def _tiff_source(path: str) -> ImageSource:
                 del mm
 
         src = ImageSource(path, (h, w), read_memmap)
-        src.kind, src.metadata = "tiff (memory-mapped)", metadata
+        src.kind = "tiff (memory-mapped)"
         return src
-    src = ImageSource(path, (h, w), _SegmentReader(path, shape))
-    src.kind, src.metadata = "tiff (tiles / strips)", metadata
+    src = ImageSource(path, (h, w), _SegmentReader(path, shape, level))
+    src.kind = "tiff (tiles / strips)"
     return src
 
 
 class _SegmentReader:
     """Reads a region of a tiled / striped contiguous TIFF by decoding only the segments it overlaps."""
 
-    def __init__(self, path: str, shape: tuple[int, ...]):
-        self.path, self.shape = path, shape
+    def __init__(self, path: str, shape: tuple[int, ...], level: int = 0):
+        self.path, self.shape, self.level = path, shape, level
 
     def __call__(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         import tifffile
@@ -122,7 +146,7 @@ class _SegmentReader:
         if y1 <= y0 or x1 <= x0:
             return _to_rgb(out, self.path)
         with tifffile.TiffFile(self.path) as tif:
-            page = tif.series[0].levels[0].pages[0]
+            page = tif.series[0].levels[self.level].pages[0]
             key = page.keyframe
             seg_h, seg_w = int(key.chunks[0]), int(key.chunks[1])
             n_tx = -(-self.shape[1] // seg_w)
@@ -148,11 +172,32 @@ class _SegmentReader:
         return _to_rgb(out, self.path)
 
 
-def open_image(path: str | os.PathLike) -> ImageSource:
-    """An `ImageSource` for a TIFF / BigTIFF (region reads) or any image OpenCV decodes (in memory)."""
+def _slide_source(path: str) -> ImageSource:
+    sources = []
+    for size_hw, reader in slide_levels(path):
+        src = ImageSource(path, size_hw, reader)
+        src.kind = "slide (openslide)"
+        sources.append(src)
+    sources[0].levels = sources
+    return sources[0]
+
+
+def uses_slide_reader(path: str, reader: str = "auto") -> bool:
+    """Whether `open_image(path, reader)` reads through OpenSlide (`auto`: the whole-slide extensions)."""
+    if reader not in READERS:
+        raise ValueError(f"config.predict.reader: expected one of {', '.join(READERS)}, got {reader!r}")
+    return reader == "openslide" or (reader == "auto" and str(path).lower().endswith(SLIDE_EXTENSIONS))
+
+
+def open_image(path: str | os.PathLike, reader: str = "auto") -> ImageSource:
+    """An `ImageSource` for a TIFF / BigTIFF (region reads), a whole slide (`reader`: `auto` = OpenSlide for
+    the whole-slide extensions, `openslide` for any file it opens, `tifffile` never) or any image OpenCV
+    decodes (in memory)."""
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image not found: {path}")
+    if uses_slide_reader(path, reader):
+        return _slide_source(path)
     if path.lower().endswith(TIFF_EXTENSIONS):
         try:
             return _tiff_source(path)
