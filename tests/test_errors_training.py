@@ -27,9 +27,10 @@ def _args(work: Path, data: Path, *extra: str) -> list[str]:
 
 
 def _rows(work: Path) -> list[tuple]:
-    """metrics.jsonl as (run, kind, step, loss) rows (times and speeds differ between runs)."""
+    """metrics.jsonl as (run, kind, step, loss) rows (times and speeds differ between runs; the `run` records
+    that open each start or resume are left out)."""
     rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
-    return [(r["run"], r["kind"], r["step"], r.get("loss"), r.get("miou")) for r in rows]
+    return [(r["run"], r["kind"], r["step"], r.get("loss"), r.get("miou")) for r in rows if r["kind"] != "run"]
 
 
 def _weights(work: Path) -> list[np.ndarray]:
