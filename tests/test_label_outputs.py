@@ -235,3 +235,15 @@ def test_workdir_records_without_the_predict_fields_continue():
     new = flat_config(default_config())
     old = {k: v for k, v in new.items() if not k.startswith("predict.")}
     assert differences(old, new) == [] and differences(old, {**new, "predict.label_format": "ids"}) == []
+
+
+def test_a_16_bit_tiff_is_refused_whole_as_tiled(small_predictor, tmp_path):
+    """A 16-bit TIFF is not squashed to 8 bits when it fits in memory: the same one-line refusal as tiled."""
+    from magnet_jax.inference.outputs import predict_file
+
+    path = tmp_path / "deep.tif"
+    tifffile.imwrite(path, (_image(128).astype(np.uint16) * 257))
+    with pytest.raises(ValueError, match="expected an 8-bit image, got uint16 samples"):
+        predict_file(small_predictor, str(path), str(tmp_path / "out"))
+    assert not (tmp_path / "out" / "labels.tif").exists()
+

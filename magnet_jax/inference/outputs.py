@@ -36,7 +36,7 @@ from magnet_jax.inference.predictor import MagNetPredictor
 from magnet_jax.inference.result import MagNetResult
 from magnet_jax.preprocess import read_image_rgb
 from magnet_jax.rasters.label_outputs import OutputOptions, write_label_outputs
-from magnet_jax.rasters.large_io import ImageSource, open_image, read_sampled, uses_slide_reader
+from magnet_jax.rasters.large_io import TIFF_EXTENSIONS, ImageSource, open_image, read_sampled, uses_slide_reader
 from magnet_jax.visualization import pictures
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -198,7 +198,12 @@ def predict_file(
     palette = pictures.default_palette(predictor.plan.num_classes) if palette is None else np.asarray(palette, np.uint8)
     kw = {"class_names": class_names, "image_path": path, "outputs": outputs, "figures": figures}
     if not predictor.tiled:
-        image = open_image(path, reader).whole() if uses_slide_reader(path, reader) else read_image_rgb(path)
+        if uses_slide_reader(path, reader):
+            image = open_image(path, reader).whole()
+        else:
+            if path.lower().endswith(TIFF_EXTENSIONS):
+                open_image(path, reader)  # not 8-bit: refused as a tiled run refuses it, never squashed to 8 bits
+            image = read_image_rgb(path)
         return save_prediction(predictor, predictor.predict(image), image, out_dir, palette, **kw)
     source = open_image(path, reader)
     with scratch_dir(out_dir) as work:
