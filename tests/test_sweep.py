@@ -107,3 +107,28 @@ def test_bad_point_is_refused_before_any_work(tmp_path):
         "main.py: error: sweep point 'scales=64-64,48-48': config.magnet.scales: scales must increase"
     )
     assert not (work / "sweep.jsonl").exists()
+
+
+def test_sweep_plot_labels_of_close_points_do_not_overlap():
+    from matplotlib.figure import Figure
+
+    from magnet_jax.evaluation.sweep_report import _label_points
+
+    fig = Figure(figsize=(5, 4))
+    ax = fig.add_subplot()
+    xs, ys = [10.0, 10.1, 10.2, 30.0, 10.05], [90.0, 90.1, 90.05, 60.0, 89.95]
+    ax.scatter(xs, ys)
+    _label_points(ax, xs, ys, ["n_points=0.1", "n_points=0.2", "n_points=0.3", "far", "n_points=0.4"])
+    renderer = fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") else None
+    if renderer is None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw_without_rendering()
+    from matplotlib.text import Text
+
+    boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]  # the words, not their leader lines
+    assert len(boxes) == 5
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            assert not boxes[i].overlaps(boxes[j]), (ax.texts[i].get_text(), ax.texts[j].get_text())

@@ -49,12 +49,22 @@ def sweep_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _label_points(ax, xs: Sequence[float], ys: Sequence[float], names: Sequence[str]) -> None:
+    """Point labels stacked upwards (with a leader line) where points lie close together, so none overlap."""
+    xr, yr = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    placed: list[tuple[float, float]] = []
+    for x, y, name in sorted(zip(xs, ys, names, strict=True), key=lambda t: (t[1], t[0])):
+        k = sum(1 for px, py in placed if abs(px - x) < 0.15 * xr and abs(py - y) < 0.08 * yr)
+        placed.append((x, y))
+        arrow = {"arrowstyle": "-", "lw": 0.4, "color": "gray"} if k else None
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4 + 10 * k), fontsize=7, arrowprops=arrow)
+
+
 def _scatter(ax, rows: Sequence[dict], key: str, label: str) -> None:
     xs = [r["compute"]["gflops"] if key == "gflops" else r["seconds_per_image"] for r in rows]
     ys = [100 * r["miou"]["refined"] for r in rows]
     ax.scatter(xs, ys, color="tab:blue", zorder=3, label="sweep points (MagNet)")
-    for x, y, r in zip(xs, ys, rows, strict=True):
-        ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    _label_points(ax, xs, ys, [r["name"] for r in rows])
     front = pareto_front(xs, ys)
     ax.plot([xs[i] for i in front], [ys[i] for i in front], color="tab:orange", marker="o", markersize=11,
             markerfacecolor="none", zorder=2, label="Pareto front")  # fmt: skip
