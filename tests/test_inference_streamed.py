@@ -211,7 +211,7 @@ def test_tiff_regions_label_tiff_and_scaled_regions(tmp_path):
     assert not list(tmp_path.glob("magnet_map_*"))
 
 
-def test_predict_large_writes_label_tiff_and_previews(small_case, tmp_path):
+def test_tiled_outputs_label_tiff_and_previews(small_case, tmp_path):
     image, plan, _, streamed, res = small_case
     path = tmp_path / "image.tif"
     tifffile.imwrite(path, image, tile=(128, 128), compression="zlib")

@@ -1,5 +1,5 @@
-"""The label outputs of `--mode=predict` that other tools read, written the same way for in-memory and streamed
-prediction (`predict.save_prediction`, `streamed.predict_large`), from the last stage's argmax map:
+"""The label outputs of `--mode=predict` that other tools read, written the same way for whole-image and tiled
+prediction (by the one writer, `inference.outputs.save_prediction`), from the last stage's argmax map:
 
 - `labels.tif` (TIFF inputs; streamed prediction always): the map at the last MagNet scale as a tiled,
   pyramidal TIFF carrying the input's georeferencing, resolution, class names (`label_map.py`);
