@@ -25,9 +25,9 @@ from magnet_jax.commands.evaluate import evaluate_to_workdir
 from magnet_jax.inference.plan import plan_from_config
 from magnet_jax.sharding import check_batch_size, make_mesh, maybe_initialize_distributed
 from magnet_jax.training import spec as specs
-from magnet_jax.training.backbone import train_backbone
-from magnet_jax.training.common import LoaderFactory, weights_dir
-from magnet_jax.training.refiner import train_refiner
+from magnet_jax.training.export import checkpoints_dir, weights_dir
+from magnet_jax.training.tasks import BackboneTask, RefinerTask
+from magnet_jax.training.trainer import LoaderFactory, train
 from magnet_jax.training.validation import Validator
 
 
@@ -103,16 +103,16 @@ def backbone_source(config, workdir: Path) -> str:
 
 def train_backbone_from_config(config, workdir: Path, mesh, dataset, *, phase: bool = False) -> Path:
     run = specs.backbone_run(config, dataset.miou_classes, phase_overrides=phase)
-    return train_backbone(run, workdir, mesh, loader_factory(config, run, workdir, mesh),
-                          _validator(config, workdir, run, dataset, None))  # fmt: skip
+    return train(BackboneTask(), run, workdir, mesh, loader_factory(config, run, workdir, mesh),
+                 _validator(config, workdir, run, dataset, None))  # fmt: skip
 
 
 def train_refiners_from_config(config, workdir: Path, mesh, dataset) -> list[Path]:
     backbone = _load(backbone_source(config, workdir), str(config.model.backbone), int(config.data.num_classes))
-    outs = []
+    task, outs = RefinerTask(backbone), []
     for run in specs.refiner_runs(config, dataset.miou_classes):
         validator = _validator(config, workdir, run, dataset, backbone)
-        outs.append(train_refiner(run, workdir, mesh, backbone, loader_factory(config, run, workdir, mesh), validator))
+        outs.append(train(task, run, workdir, mesh, loader_factory(config, run, workdir, mesh), validator))
     return outs
 
 
@@ -132,7 +132,6 @@ def preflight(config, workdir: Path) -> None:
     identity (ResumeError listing each difference `old -> new`)."""
     from magnet_jax.data import dataset_spec
     from magnet_jax.training.checkpointing import ResumeError, describe_differences, latest_meta, resume_differences
-    from magnet_jax.training.common import checkpoints_dir
 
     for run in planned_runs(config, dataset_spec(config).miou_classes):
         found = latest_meta(checkpoints_dir(workdir, run.name))
@@ -165,7 +164,6 @@ def stopped_early(config, workdir: Path, miou_classes: tuple[int, ...]) -> dict[
     """`{run: {"step", "epochs_done", "epochs"}}` of the planned runs whose latest checkpoint is short of their
     epochs (stopped by `config.train.max_steps`)."""
     from magnet_jax.training.checkpointing import latest_meta
-    from magnet_jax.training.common import checkpoints_dir
 
     out = {}
     for run in planned_runs(config, miou_classes):

@@ -10,7 +10,7 @@ parameters unchanged) removes that gap. Off by default (the original does not do
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +20,27 @@ from jax.sharding import Mesh
 from magnet_jax.models.layers import BatchNorm2d
 from magnet_jax.sharding import data_sharding, replicated
 from magnet_jax.training.state import ModelDef, TrainState, split_variables
+
+# The seed offset of precise BN's own stream of training batches: the same batches at every call, apart from
+# the ones trained on.
+STREAM_SEED_OFFSET = 7919
+
+
+def make_finalize(
+    num_batches: int, mesh: Mesh | None, model_def: ModelDef, model_inputs: Callable, extra: tuple,
+    batches: Callable[[], Iterable[dict]],
+) -> Callable[[TrainState], TrainState]:
+    """`finalize(state) -> state`: BatchNorm statistics re-estimated on `num_batches` batches of `batches()` (a
+    fresh stream of sharded batches each call, which must give the same batches every time), or the identity
+    when `num_batches` <= 0. `model_inputs(extra, batch)`: the model's call arguments."""
+    if num_batches <= 0:
+        return lambda state: state
+    update = make_bn_update(model_def, model_inputs, mesh=mesh)
+
+    def finalize(state: TrainState) -> TrainState:
+        return recalibrate(update, state, extra, iter(batches()), num_batches)
+
+    return finalize
 
 
 def make_bn_update(

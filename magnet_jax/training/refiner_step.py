@@ -3,7 +3,8 @@
 Per sample: coarse = softmax(backbone(coarse image)), fine = softmax(backbone(fine crop)),
 crop_coarse = roi_align(coarse, crop box in coarse pixels, input size); logits =
 refiner(fine, crop_coarse) (`fine_first`, as inference runs it) or refiner(crop_coarse,
-fine) (`coarse_first`, as the original trained it); loss = OHEM cross-entropy.
+fine) (`coarse_first`, as the original trained it); loss = OHEM cross-entropy. The update is
+`training.step`'s.
 The backbone runs in eval mode (running BatchNorm statistics, no dropout, no gradient)
 inside the same jitted function, its convolutions computed as the inference stages compute them
 (`config.magnet.conv_algorithm`, the run's `frozen_conv`: it is never differentiated); the refiner's
@@ -13,7 +14,6 @@ own forward and backward keep XLA's direct convolutions.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,10 +23,10 @@ from jax.sharding import Mesh
 from magnet_jax.metrics import confusion_matrix_jax
 from magnet_jax.models import refinement
 from magnet_jax.models.refinement import class_probabilities
-from magnet_jax.ops.conv import forward_algorithm, weight_gradient_rule
-from magnet_jax.sharding import data_sharding, replicated
-from magnet_jax.training.metrics_ops import aggregate
-from magnet_jax.training.state import ModelDef, TrainState, split_variables
+from magnet_jax.ops.conv import forward_algorithm
+from magnet_jax.ops.patches import certainty
+from magnet_jax.training.state import ModelDef, split_variables
+from magnet_jax.training.step import LossFn, MetricsFn, make_train_step, segmentation_loss
 
 BATCH_KEYS = ("coarse_image", "fine_image", "label", "box")
 
@@ -70,6 +70,56 @@ def refiner_model_inputs(
     return refinement.ordered_inputs(*refiner_inputs(backbone, frozen, batch, input_hw, conv_algorithm), order)
 
 
+def refiner_loss(refiner: ModelDef, loss_value: Callable, input_order: str) -> LossFn:
+    """The refiner's `LossFn` on `inputs` = (fine, crop_coarse) from `refiner_inputs`; outputs = its logits."""
+
+    def loss_fn(params, state, inputs, batch):
+        fine, crop = inputs
+        model = refiner.merge(train=True, params=params, batch_stats=state.batch_stats, rngs=state.rngs)
+        logits = refinement.refine(model, fine, crop, order=input_order)
+        _, batch_stats, rngs = split_variables(model)
+        return loss_value(logits, batch["label"]), (logits, batch_stats, rngs)
+
+    return loss_fn
+
+
+def refiner_metrics(num_classes: int, ignore_label: int) -> MetricsFn:
+    """`conf_coarse`, `conf_fine`, `conf_aggre` [C, C]: the original training log's three views."""
+
+    def metrics(logits, inputs, batch):
+        fine, crop = inputs
+        labels = batch["label"]
+        refined = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+        aggre = aggregate(crop, fine, refined)
+        return {
+            "conf_coarse": confusion_matrix_jax(labels, jnp.argmax(crop, -1), num_classes, ignore_label),
+            "conf_fine": confusion_matrix_jax(labels, jnp.argmax(fine, -1), num_classes, ignore_label),
+            "conf_aggre": confusion_matrix_jax(labels, jnp.argmax(aggre, -1), num_classes, ignore_label),
+        }
+
+    return metrics
+
+
+def aggregate(crop_coarse: jax.Array, fine: jax.Array, refined: jax.Array) -> jax.Array:
+    """The original training log's "aggregated" prediction `[B, H, W, C]` (jit-able).
+
+    The half of the pixels (per sample) with the highest `certainty(fine) * (1 -
+    certainty(crop_coarse))` take the refiner's probabilities; the rest keep the coarse ones.
+    This is MAGNET_SPEC.md section 4, the same product as inference's error score. (The released
+    train.py multiplies the reverse pair, certainty(crop_coarse) * (1 - certainty(fine)), because its
+    `calculate_uncertainty` returns the top-1 - top-2 margin. It is a logged metric only, so we keep
+    the spec's.)
+    """
+    b, h, w, c = crop_coarse.shape
+    score = (certainty(fine) * (1.0 - certainty(crop_coarse))).reshape(b, h * w)
+    k = (h * w) // 2
+    if k == 0:
+        return crop_coarse
+    _, idx = jax.lax.top_k(score, k)
+    mask = jnp.zeros((b, h * w), bool).at[jnp.arange(b)[:, None], idx].set(True).reshape(b, h, w, 1)
+    return jnp.where(mask, refined, crop_coarse)
+
+
 def make_refiner_step(
     backbone: ModelDef,
     refiner: ModelDef,
@@ -87,7 +137,7 @@ def make_refiner_step(
     with_metrics: bool = True,
     fast_conv: bool = True,
     frozen_conv: str = "direct",
-):
+) -> Callable:
     """Returns `step(state, frozen, batch) -> (state, metrics)`, jitted (with shardings when `mesh`).
 
     `frozen` = (params, batch_stats, rngs) of the backbone; `batch` holds `coarse_image`,
@@ -95,51 +145,13 @@ def make_refiner_step(
     (x0, y0, x1, y1) in pixels of the input-sized coarse image. `frozen_conv`: how the frozen
     backbone computes its convolutions (`ops.conv.FORWARD_ALGORITHMS`).
     """
-    from magnet_jax import losses
-
     refinement.check_input_order(input_order)
 
-    def loss_value(logits, labels):
-        if loss == "ohem":
-            return losses.ohem_cross_entropy(
-                logits, labels, ignore_label=ignore_label, thresh=ohem_thresh, min_kept=ohem_min_kept
-            )
-        return losses.cross_entropy(logits, labels, ignore_label)
+    def prepare(frozen, batch):
+        return refiner_inputs(backbone, frozen, batch, input_hw, frozen_conv)
 
-    def step(state: TrainState, frozen: tuple, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, Any]]:
-        with weight_gradient_rule("auto" if fast_conv else "native"):  # read while the step is traced
-            return _step(state, frozen, batch)
-
-    def _step(state: TrainState, frozen: tuple, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, Any]]:
-        fine, crop = refiner_inputs(backbone, frozen, batch, input_hw, frozen_conv)
-        labels = batch["label"]
-
-        def loss_fn(params):
-            model = refiner.merge(train=True, params=params, batch_stats=state.batch_stats, rngs=state.rngs)
-            logits = refinement.refine(model, fine, crop, order=input_order)
-            _, batch_stats, rngs = split_variables(model)
-            return loss_value(logits, labels), (logits, batch_stats, rngs)
-
-        (loss_v, (logits, batch_stats, rngs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new_state = TrainState(
-            step=state.step + 1, params=params, batch_stats=batch_stats, rngs=rngs, opt_state=opt_state
-        )
-        metrics = {
-            "loss": loss_v,
-            "lr": jnp.asarray(schedule(state.step), jnp.float32),
-            "grad_norm": optax.global_norm(grads),
-        }
-        if with_metrics:
-            refined = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-            aggre = aggregate(crop, fine, refined)
-            metrics["conf_coarse"] = confusion_matrix_jax(labels, jnp.argmax(crop, -1), num_classes, ignore_label)
-            metrics["conf_fine"] = confusion_matrix_jax(labels, jnp.argmax(fine, -1), num_classes, ignore_label)
-            metrics["conf_aggre"] = confusion_matrix_jax(labels, jnp.argmax(aggre, -1), num_classes, ignore_label)
-        return new_state, metrics
-
-    if mesh is None:
-        return jax.jit(step, donate_argnums=(0,))
-    rep, dat = replicated(mesh), data_sharding(mesh)
-    return jax.jit(step, in_shardings=(rep, rep, dat), out_shardings=(rep, rep), donate_argnums=(0,))
+    loss_fn = refiner_loss(refiner, segmentation_loss(loss, ignore_label, ohem_thresh, ohem_min_kept), input_order)
+    return make_train_step(
+        loss_fn, tx, schedule, prepare=prepare, metrics=refiner_metrics(num_classes, ignore_label) if with_metrics
+        else None, mesh=mesh, fast_conv=fast_conv,
+    )  # fmt: skip
