@@ -84,7 +84,7 @@ def main(argv: list[str]) -> None:
     workdir = guarded(lambda: _run(argv), before_work=True, argv=argv)
     mode, config = _MODE.value, _CONFIG.value
     logging.info("mode %s, workdir %s", mode, workdir)
-    from magnet_jax.training.logging import quiet_orbax_logs
+    from magnet_jax.training.metric_log import quiet_orbax_logs
 
     quiet_orbax_logs()  # orbax's INFO lines on every weights load (some of 500+ characters): warnings pass
     if mode == "train":

@@ -182,7 +182,7 @@ def run_train(config, workdir: str | Path) -> dict | None:
     from magnet_jax.commands.workdir import check_record, prepare_workdir, write_record
     from magnet_jax.compile_cache import enable_compilation_cache
     from magnet_jax.data import dataset_spec
-    from magnet_jax.training import logging as tlog
+    from magnet_jax.training import metric_log as tlog
 
     maybe_initialize_distributed()  # several processes (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI): join first
     check_config(config, "train")

@@ -18,7 +18,7 @@ from absl import logging
 
 from magnet_jax.runtime import release_heap
 from magnet_jax.sharding import shard_batch
-from magnet_jax.training import logging as tlog
+from magnet_jax.training import metric_log as tlog
 from magnet_jax.training.checkpointing import TrainCheckpointer, check_resume_meta
 from magnet_jax.training.spec import LoopSpec
 from magnet_jax.training.state import TrainState

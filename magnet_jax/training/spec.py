@@ -9,6 +9,7 @@ resume with any other value of those fields is refused (`checkpointing.check_res
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from magnet_jax.config import parse_int_list, parse_size, parse_sizes
@@ -109,46 +110,46 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _optim(t, kind: str) -> OptimSpec:
-    schedule = str(t.lr_schedule)
+def _optim(t: Mapping[str, Any], kind: str) -> OptimSpec:
+    schedule = str(t["lr_schedule"])
     if schedule == "auto":
         schedule = "poly" if kind == "backbone" else "multistep"
     return OptimSpec(
-        optimizer=str(t.optimizer), lr=float(t.lr), momentum=float(t.momentum), weight_decay=float(t.weight_decay),
-        schedule=schedule, milestones=tuple(parse_int_list(t.lr_milestones, "train.lr_milestones")),
-        gamma=float(t.lr_gamma), poly_power=float(t.poly_power),
+        optimizer=str(t["optimizer"]), lr=float(t["lr"]), momentum=float(t["momentum"]),
+        weight_decay=float(t["weight_decay"]),
+        schedule=schedule, milestones=tuple(parse_int_list(t["lr_milestones"], "train.lr_milestones")),
+        gamma=float(t["lr_gamma"]), poly_power=float(t["poly_power"]),
     )  # fmt: skip
 
 
-def _loop(t) -> LoopSpec:
+def _loop(t: Mapping[str, Any]) -> LoopSpec:
     return LoopSpec(
-        epochs=int(t.epochs), max_steps=int(t.max_steps), batch_size=int(t.batch_size),
-        log_every_steps=max(int(t.log_every_steps), 1), checkpoint_every_steps=int(t.checkpoint_every_steps),
-        keep_checkpoints=int(t.keep_checkpoints), eval_every_epochs=int(t.eval_every_epochs),
-        eval_max_images=int(t.eval_max_images), progress=bool(t.progress),
+        epochs=int(t["epochs"]), max_steps=int(t["max_steps"]), batch_size=int(t["batch_size"]),
+        log_every_steps=max(int(t["log_every_steps"]), 1), checkpoint_every_steps=int(t["checkpoint_every_steps"]),
+        keep_checkpoints=int(t["keep_checkpoints"]), eval_every_epochs=int(t["eval_every_epochs"]),
+        eval_max_images=int(t["eval_max_images"]), progress=bool(t["progress"]),
     )  # fmt: skip
 
 
-class _Phase:
-    """`config.train` seen through `config.train.backbone_phase` overrides (target `all`), read-only."""
+def _phase_values(train, overrides) -> dict[str, Any]:
+    """`{field: value}` of `config.train` with the `config.train.backbone_phase` fields in their place (target
+    `all`'s backbone; `config.validate_config` allows only fields of config.train there). The config is not
+    changed."""
+    values = {key: train[key] for key in train if key != "backbone_phase"}
+    values.update({key: overrides[key] for key in overrides})
+    return values
 
-    def __init__(self, train, overrides=None):
-        self._train, self._over = train, dict(overrides or {})
 
-    def __getattr__(self, key: str):
-        return self._over[key] if key in self._over else getattr(self._train, key)
-
-
-def _common(config, t, kind: str, miou_classes: tuple[int, ...]) -> dict[str, Any]:
+def _common(config, t: Mapping[str, Any], kind: str, miou_classes: tuple[int, ...]) -> dict[str, Any]:
     m = config.magnet
     in_w, in_h = parse_size(m.input_size, "magnet.input_size")
     return dict(
         kind=kind, num_classes=int(config.data.num_classes), ignore_label=int(config.data.ignore_label),
-        data_seed=int(config.seed), loop=_loop(t), optim=_optim(t, kind), aux_weight=float(t.aux_weight),
-        ohem_thresh=float(t.ohem_thresh), ohem_min_kept=int(t.ohem_min_kept), input_hw=(in_h, in_w),
-        crop_wh=parse_size(m.crop_size, "magnet.crop_size"), fast_conv=bool(t.fast_conv),
-        precise_bn_batches=int(t.precise_bn_batches), miou_classes=tuple(miou_classes),
-        backbone=str(config.model.backbone), input_order=str(t.refiner_input_order),
+        data_seed=int(config.seed), loop=_loop(t), optim=_optim(t, kind), aux_weight=float(t["aux_weight"]),
+        ohem_thresh=float(t["ohem_thresh"]), ohem_min_kept=int(t["ohem_min_kept"]), input_hw=(in_h, in_w),
+        crop_wh=parse_size(m.crop_size, "magnet.crop_size"), fast_conv=bool(t["fast_conv"]),
+        precise_bn_batches=int(t["precise_bn_batches"]), miou_classes=tuple(miou_classes),
+        backbone=str(config.model.backbone), input_order=str(t["refiner_input_order"]),
         backbone_weights=str(config.checkpoint.backbone or "") if kind == "refiner" else "",
         frozen_conv=str(config.magnet.conv_algorithm) if kind == "refiner" else "direct",
     )  # fmt: skip
@@ -156,13 +157,13 @@ def _common(config, t, kind: str, miou_classes: tuple[int, ...]) -> dict[str, An
 
 def backbone_run(config, miou_classes: tuple[int, ...], *, phase_overrides: bool = False) -> RunSpec:
     """The backbone run of `config` (with `config.train.backbone_phase.*` applied for target `all`)."""
-    t = _Phase(config.train, config.train.backbone_phase if phase_overrides else None)
+    t = _phase_values(config.train, config.train.backbone_phase) if phase_overrides else config.train
     scales = tuple(parse_sizes(config.magnet.scales, "magnet.scales"))
-    sampling = str(t.backbone_sampling)
+    sampling = str(t["backbone_sampling"])
     return RunSpec(
-        name="backbone", model=str(config.model.backbone), seed=int(config.seed), loss=str(t.backbone_loss),
+        name="backbone", model=str(config.model.backbone), seed=int(config.seed), loss=str(t["backbone_loss"]),
         data_scales=(scales[0],) + scales if sampling == "scales" else scales, sampling=sampling, stage=None,
-        init_from=str(t.init_backbone or ""), **_common(config, t, "backbone", miou_classes),
+        init_from=str(t["init_backbone"] or ""), **_common(config, t, "backbone", miou_classes),
     )  # fmt: skip
 
 
@@ -175,12 +176,12 @@ def refiner_runs(config, miou_classes: tuple[int, ...]) -> list[RunSpec]:
         raise ValueError("config.magnet.scales: refiner training needs at least two scales")
     refiner = str(config.model.refiner)
     common = _common(config, t, "refiner", miou_classes)
-    if t.shared_refiner:
-        return [RunSpec(name="refiner", model=refiner, seed=int(config.seed), loss=str(t.refiner_loss),
+    if t["shared_refiner"]:
+        return [RunSpec(name="refiner", model=refiner, seed=int(config.seed), loss=str(t["refiner_loss"]),
                         data_scales=scales, sampling="pairs", stage=None, init_from="", **common)]  # fmt: skip
-    stages = [int(t.stage)] if int(t.stage) else list(range(1, n_stages + 1))
+    stages = [int(t["stage"])] if int(t["stage"]) else list(range(1, n_stages + 1))
     return [
-        RunSpec(name=f"refiner_stage{s}", model=refiner, seed=int(config.seed) + s, loss=str(t.refiner_loss),
+        RunSpec(name=f"refiner_stage{s}", model=refiner, seed=int(config.seed) + s, loss=str(t["refiner_loss"]),
                 data_scales=(scales[0], scales[s]), sampling="pairs", stage=s, init_from="", **common)
         for s in stages
     ]  # fmt: skip
