@@ -106,7 +106,6 @@ class RefinerTask:
     views: ClassVar[dict[str, str]] = {"conf_coarse": "_coarse", "conf_fine": "_fine", "conf_aggre": "_aggre"}
 
     def __init__(self, backbone: nnx.Module):
-        self.backbone = backbone
         self.backbone_def, *self._frozen = split_model(backbone)
         self.digest = model_digest(backbone)
 
