@@ -17,6 +17,7 @@ def check_config(config, mode: str = "train") -> None:
     """Raises ValueError naming the first field of `config` that `mode` cannot use."""
     from magnet_jax.config import validate_config
     from magnet_jax.data import dataset_spec
+    from magnet_jax.field_checks import check_ignore_label
     from magnet_jax.inference.plan import plan_from_config
     from magnet_jax.models import BACKBONE, REFINER, check_model_name
 
@@ -28,9 +29,7 @@ def check_config(config, mode: str = "train") -> None:
     plan_from_config(config)  # ValueError naming the config.magnet field
     if str(config.data.eval_split) not in SPLITS:
         raise ValueError(f"config.data.eval_split: expected one of {', '.join(SPLITS)}, got {config.data.eval_split!r}")
-    ignore = config.data.ignore_label
-    if ignore is not None and not 0 <= int(ignore) <= 255:
-        raise ValueError(f"config.data.ignore_label: expected 0..255 (labels are uint8 maps), got {ignore}")
+    check_ignore_label(config.data.ignore_label)
     classes = dataset_spec(config).miou_classes  # class names, mIoU classes, label format, source, num_classes
     if mode == "train":
         from magnet_jax.training import spec

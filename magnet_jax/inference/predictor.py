@@ -26,6 +26,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from magnet_jax.field_checks import check_streamed_compat
 from magnet_jax.inference import kernels
 from magnet_jax.inference.host_maps import HostMap
 from magnet_jax.inference.kernels import prepare_patches
@@ -69,11 +70,7 @@ class MagNetPredictor:
                 f"{len(refiners)} refinement modules given; expected 1 (shared) or {m} (one per refinement stage)"
             )
         self.plan, self.stream = plan, stream or StreamOptions()
-        if self.stream.mode == "on" and plan.compat != "paper":
-            raise ValueError(
-                "config.magnet.streamed=on runs compat='paper' only (the reference mode's PyTorch tie-breaking "
-                "needs the whole score map); set config.magnet.streamed=off or config.magnet.compat=paper"
-            )
+        check_streamed_compat(self.stream.mode, plan.compat)
         self.mesh = mesh or make_mesh(jax.local_devices())
         self.backbone, self.refiners = backbone, refiners
         self.backbone_graph, _ = nnx.split(backbone)
