@@ -3,7 +3,8 @@
 `check_config(config, mode)` runs, in order: the schema's own field checks (`config.validate_config`),
 model names against the registry by kind (a refiner is not a backbone), the MagNet plan (n_points,
 n_patches within the patch grids, ...), the dataset (source, split, label format, class names and
-mIoU classes, num_classes <= 255 for uint8 label maps) and, for training, the fields training reads.
+mIoU classes, num_classes <= 255 for uint8 label maps) and, for training, the fields training reads
+(the runs, and the backbone's sample spec).
 Each failure is one ValueError naming the field and what was expected.
 """
 
@@ -32,8 +33,11 @@ def check_config(config, mode: str = "train") -> None:
     check_ignore_label(config.data.ignore_label)
     classes = dataset_spec(config).miou_classes  # class names, mIoU classes, label format, source, num_classes
     if mode == "train":
+        from magnet_jax.data.sample_spec import BackboneSampleSpec
         from magnet_jax.training import spec
 
-        spec.backbone_run(config, classes, phase_overrides=str(config.train.target) == "all")
+        run = spec.backbone_run(config, classes, phase_overrides=str(config.train.target) == "all")
+        if str(config.train.target) != "refiner" and run.sampling == "crop":  # the loader's own crops
+            BackboneSampleSpec.from_config(config)  # backbone_crop_sizes, backbone_scale_jitter
         if str(config.train.target) != "backbone":
             spec.refiner_runs(config, classes)

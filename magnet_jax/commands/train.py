@@ -33,8 +33,11 @@ from magnet_jax.training.validation import Validator
 
 def loader_factory(config, run: specs.RunSpec, workdir: Path, mesh) -> LoaderFactory:
     """`make(epochs, seed) -> (loader, steps per epoch, adapter)` of a run's training batches (this process's shard)."""
+    import dataclasses
+
     from magnet_jax.data import build_source
     from magnet_jax.data.pipelines import make_train_loader, steps_per_epoch
+    from magnet_jax.data.sample_spec import BackboneSampleSpec, LoaderSpec, RefinerPairSpec
 
     per_proc = check_batch_size(run.loop.batch_size, mesh)
     source = build_source(config, "train", workdir=str(workdir))
@@ -43,14 +46,16 @@ def loader_factory(config, run: specs.RunSpec, workdir: Path, mesh) -> LoaderFac
     # crop, resized to the input), made by the refiner-pair transform whose fine view is that crop.
     pairs = run.kind == "refiner" or run.sampling == "scales"
     adapt = (lambda b: {"image": b["fine_image"], "label": b["label"]}) if run.kind == "backbone" and pairs else None
+    if pairs:
+        sample = RefinerPairSpec(run.data_scales, run.crop_wh, run.input_hw[::-1])
+    else:
+        sample = BackboneSampleSpec.from_config(config)
+    base = LoaderSpec.from_config(config, batch_size=per_proc, shard_index=jax.process_index(),
+                                  shard_count=jax.process_count())
 
     def make(epochs: int | None, seed: int):
-        loader = make_train_loader(
-            config, "train", "refiner" if pairs else "backbone", batch_size=per_proc, seed=seed, num_epochs=epochs,
-            shard_index=jax.process_index(), shard_count=jax.process_count(), source=source,
-            workdir=str(workdir), scales=run.data_scales if pairs else None,
-        )  # fmt: skip
-        return loader, spe, adapt
+        loader = dataclasses.replace(base, seed=seed, num_epochs=epochs)
+        return make_train_loader(sample, loader, source), spe, adapt
 
     return make
 
