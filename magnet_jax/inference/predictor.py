@@ -134,11 +134,13 @@ class MagNetPredictor:
         return self._ref_states[i]
 
     @classmethod
-    def from_config(cls, config, *, backbone: nnx.Module | None = None, refiners=None) -> MagNetPredictor:
-        """Plan and streaming from `config.magnet`, models from `config.checkpoint.*` unless given."""
+    def from_config(cls, config, *, backbone: nnx.Module | None = None, refiners=None, plan: MagNetPlan | None = None,
+                    stream: StreamOptions | None = None) -> MagNetPredictor:
+        """Plan and streaming from `config.magnet` (unless given: the commands pass the ones their checks built),
+        models from `config.checkpoint.*` unless given."""
         from magnet_jax.weights import load_model_weights, load_refiners
 
-        plan = plan_from_config(config)
+        plan = plan if plan is not None else plan_from_config(config)
         n = int(config.data.num_classes)
         if backbone is None:
             if not str(config.checkpoint.backbone).strip():
@@ -149,7 +151,7 @@ class MagNetPredictor:
         if refiners is None:
             paths, count = str(config.checkpoint.refiners), plan.num_refiners_expected
             refiners = load_refiners(paths, n, count, refiner=config.model.refiner) if plan.stages else []
-        return cls(plan, backbone, refiners, stream=StreamOptions.from_config(config))
+        return cls(plan, backbone, refiners, stream=stream if stream is not None else StreamOptions.from_config(config))
 
     # ------------------------------------------------------------------ inference
 
