@@ -63,7 +63,7 @@ def _run(argv: list[str]) -> None:
     from magnet_jax.commands.errors import note_workdir
     from magnet_jax.commands.workdir import lock_workdir, prepare_workdir
 
-    check_config(config, mode)
+    checked = check_config(config, mode)  # once: the command takes these specs and does not check again
     workdir = prepare_workdir(_WORKDIR.value, utf8_only=mode == "train")
     if mode == "evaluate":  # a training workdir's results.json and pictures/ are the training's
         from magnet_jax.commands.workdir import check_evaluation_workdir
@@ -76,30 +76,39 @@ def _run(argv: list[str]) -> None:
         from magnet_jax.commands.workdir import check_record
 
         check_record(config, workdir)
-        preflight(config, workdir)
-    return workdir
+        preflight(config, workdir, checked)
+    return workdir, checked
 
 
 def main(argv: list[str]) -> None:
-    workdir = guarded(lambda: _run(argv), before_work=True, argv=argv)
+    workdir, checked = guarded(lambda: _run(argv), before_work=True, argv=argv)
     mode, config = _MODE.value, _CONFIG.value
     logging.info("mode %s, workdir %s", mode, workdir)
     from magnet_jax.training.metric_log import quiet_orbax_logs
 
     quiet_orbax_logs()  # orbax's INFO lines on every weights load (some of 500+ characters): warnings pass
     if mode == "train":
-        from magnet_jax.commands.train import run_train as command
+        from magnet_jax.commands.train import run_train
+
+        def command(c, w):
+            return run_train(c, w, checked)
     elif mode == "evaluate":
-        from magnet_jax.commands.evaluate import run_evaluate as command
+        from magnet_jax.commands.evaluate import run_evaluate
+
+        def command(c, w):
+            return run_evaluate(c, w, checked)
     elif mode == "check":
-        from magnet_jax.commands.check_data import run_check as command
-    elif mode == "sweep":
+        from magnet_jax.commands.check_data import run_check
+
+        def command(c, w):
+            return run_check(c, w, checked)
+    elif mode == "sweep":  # each sweep point is a config of its own, checked by the sweep
         from magnet_jax.commands.sweep import run_sweep as command
     else:
         from magnet_jax.commands.predict import run_predict
 
         def command(c, w):
-            return run_predict(c, str(w), image_args(_IMAGE.value))
+            return run_predict(c, str(w), image_args(_IMAGE.value), checked)
 
     guarded(lambda: command(config, workdir), before_work=False, argv=argv)
 

@@ -32,6 +32,7 @@ from helpers.fakes import blob_label, fake_photo  # noqa: E402  (tests/helpers: 
 from magnet_jax.data import build_source, make_train_loader  # noqa: E402
 from magnet_jax.data.datasets.deepglobe import COLORS as DEEPGLOBE_COLORS  # noqa: E402
 from magnet_jax.data.lists import write_file_list  # noqa: E402
+from magnet_jax.data.sample_spec import LoaderSpec, RefinerPairSpec  # noqa: E402
 
 
 def write_samples(root: str, n: int, size: int = 2448) -> str:
@@ -63,8 +64,8 @@ def deepglobe_config(root: str, lists: str):
 
 def pairs_per_second(config, source, workers: int, pairs: int, warmup: int) -> tuple[float, float]:
     """(pairs per second of wall time, CPU ms of this process per pair: all the work when workers == 0)."""
-    loader = make_train_loader(config, "train", "refiner", batch_size=1, seed=0, num_epochs=None,
-                               workers=workers, source=source)
+    loader = make_train_loader(RefinerPairSpec.from_config(config),
+                               LoaderSpec(batch_size=1, seed=0, workers=workers), source)
     it = iter(loader)
     for _ in range(warmup):
         next(it)

@@ -217,11 +217,15 @@ def main(argv=None) -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.with_data:
+            from magnet_jax.data import build_source
             from magnet_jax.data.pipelines import make_train_loader
+            from magnet_jax.data.sample_spec import BackboneSampleSpec, LoaderSpec, RefinerPairSpec
 
             c = _config(args, tmp.name)
             c.data.train_list = list_path
-            loader = make_train_loader(c, "train", kind, batch_size=args.batch, seed=0, workers=args.workers)
+            sample = (RefinerPairSpec if kind == "refiner" else BackboneSampleSpec).from_config(c)
+            loader = make_train_loader(sample, LoaderSpec(batch_size=args.batch, seed=0, workers=args.workers),
+                                       build_source(c, "train"))
             it = iter(loader)
             times, _, state = _time_steps(step, state, lambda i, it=it: (lambda: shard_batch(next(it), mesh)), args)
             med = statistics.median(times)

@@ -9,6 +9,21 @@ from __future__ import annotations
 
 import ml_collections
 
+from magnet_jax.field_checks import (
+    COMPAT_MODES,
+    CONV_ALGORITHMS,
+    DTYPES,
+    STORE_DTYPES,
+    STREAM_MODES,
+    check_at_least,
+    check_choice,
+    check_integer_at_least,
+    check_num_workers,
+    check_scales,
+    check_size,
+    check_streamed_compat,
+)
+
 
 def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -136,11 +151,7 @@ def parse_size(text: str, field: str) -> tuple[int, int]:
         values = [int(p) for p in parts]
     except ValueError:
         raise ValueError(f"config.{field}: expected 'W-H' with integers, got {text!r}") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) <= 0:
-        raise ValueError(f"config.{field}: expected 'W-H' with positive integers, got {text!r}")
-    return values[0], values[1]
+    return check_size(values * 2 if len(values) == 1 else values, field, text)
 
 
 def parse_sizes(text: str, field: str) -> list[tuple[int, int]]:
@@ -166,18 +177,10 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     classes) are `magnet_jax.commands.checks.check_config`, which calls this first.
     """
     scales = parse_sizes(c.magnet.scales, "magnet.scales")
-    for (w0, h0), (w1, h1) in zip(scales, scales[1:], strict=False):
-        if w1 <= w0 or h1 <= h0:
-            raise ValueError(
-                f"config.magnet.scales: scales must increase in width and height, got {c.magnet.scales!r}"
-            )
+    check_scales(scales)
     crop = parse_size(c.magnet.crop_size, "magnet.crop_size")
     parse_size(c.magnet.input_size, "magnet.input_size")
-    for w, h in scales:
-        if w < crop[0] or h < crop[1]:
-            raise ValueError(
-                f"config.magnet.crop_size {c.magnet.crop_size!r} is larger than scale {w}-{h} of config.magnet.scales"
-            )
+    check_scales(scales, crop)
     if c.magnet.n_patches < -1:
         raise ValueError(f"config.magnet.n_patches: expected -1 (all) or >= 0, got {c.magnet.n_patches}")
     if c.magnet.n_points <= 0:
@@ -186,36 +189,24 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         )
     if c.magnet.smooth_kernel < 1:
         raise ValueError(f"config.magnet.smooth_kernel: expected >= 1, got {c.magnet.smooth_kernel}")
-    if c.magnet.compat not in ("paper", "reference"):
-        raise ValueError(f"config.magnet.compat: expected 'paper' or 'reference', got {c.magnet.compat!r}")
+    check_choice(c.magnet.compat, COMPAT_MODES, "magnet.compat")
     if c.magnet.patch_batch_size < 0:
         raise ValueError(f"config.magnet.patch_batch_size: expected >= 1 (or 0: auto), got {c.magnet.patch_batch_size}")
-    if c.magnet.dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"config.magnet.dtype: expected 'float32' or 'bfloat16', got {c.magnet.dtype!r}")
-    if c.magnet.get("conv_algorithm", "auto") not in ("auto", "direct", "winograd"):
-        raise ValueError(
-            f"config.magnet.conv_algorithm: expected 'auto', 'direct' or 'winograd', got {c.magnet.conv_algorithm!r}"
-        )
-    if c.magnet.streamed not in ("auto", "on", "off"):
-        raise ValueError(f"config.magnet.streamed: expected 'auto', 'on' or 'off', got {c.magnet.streamed!r}")
-    if c.magnet.streamed == "on" and c.magnet.compat != "paper":
-        raise ValueError(
-            "config.magnet.streamed=on runs compat='paper' only (the reference mode's PyTorch tie-breaking needs "
-            "the whole score map); set config.magnet.streamed=off or config.magnet.compat=paper"
-        )
+    check_choice(c.magnet.dtype, DTYPES, "magnet.dtype")
+    check_choice(c.magnet.get("conv_algorithm", "auto"), CONV_ALGORITHMS, "magnet.conv_algorithm")
+    check_choice(c.magnet.streamed, STREAM_MODES, "magnet.streamed")
+    check_streamed_compat(c.magnet.streamed, c.magnet.compat)
     if not c.eval.process_timeout_s > 0:
         raise ValueError(f"config.eval.process_timeout_s: expected seconds > 0, got {c.eval.process_timeout_s!r}")
     for section, name, low in (("magnet", "tile_patches", 0), ("magnet", "memory_budget_mb", 1024),
                                ("eval", "batch_images", 1), ("eval", "prefetch", 0)):  # fmt: skip
-        if not isinstance(c[section][name], int) or c[section][name] < low:
-            raise ValueError(f"config.{section}.{name}: expected an integer >= {low}, got {c[section][name]!r}")
+        check_integer_at_least(c[section][name], low, f"{section}.{name}")
     if c.eval.batch_images > 1 and c.magnet.streamed == "on":
         raise ValueError("config.eval.batch_images > 1 runs whole images: set config.magnet.streamed=off")
     for section, name in (("magnet", "input_pyramid"), ("predict", "tissue_mask")):
         if not isinstance(c[section][name], bool):
             raise ValueError(f"config.{section}.{name}: expected True or False, got {c[section][name]!r}")
-    if c.magnet.stream_dtype not in ("float32", "float16"):
-        raise ValueError(f"config.magnet.stream_dtype: expected 'float32' or 'float16', got {c.magnet.stream_dtype!r}")
+    check_choice(c.magnet.stream_dtype, STORE_DTYPES, "magnet.stream_dtype")
     refiners = [p for p in str(c.checkpoint.refiners).split(",") if p.strip()]
     n_stages = len(scales) - 1
     if refiners and len(refiners) not in (1, n_stages):
@@ -266,14 +257,12 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
             "config.train.refiner_input_order: expected 'fine_first' or 'coarse_first', "
             f"got {c.train.refiner_input_order!r}"
         )
-    if c.train.batch_size < 1:
-        raise ValueError(f"config.train.batch_size: expected >= 1, got {c.train.batch_size}")
+    check_at_least(c.train.batch_size, 1, "train.batch_size")
     for field, node in (("train", c.train), ("train.backbone_phase", c.train.backbone_phase)):
         if "lr" in node and not (isinstance(node.lr, (int, float)) and 0 < node.lr < float("inf")):
             # a negative rate trains uphill without any error
             raise ValueError(f"config.{field}.lr: expected a learning rate > 0, got {node.lr}")
-    if not isinstance(c.data.num_workers, int) or c.data.num_workers < 0:
-        raise ValueError(f"config.data.num_workers: expected >= 0 (0: read in this process), got {c.data.num_workers}")
+    check_num_workers(c.data.num_workers)
     for field, value in (("eval.max_images", c.eval.max_images), ("train.eval_max_images", c.train.eval_max_images)):
         if value is not None and (value == 0 or value < -1):  # 0 images would report an mIoU of 0.00
             raise ValueError(f"config.{field}: expected -1 (every image) or a count >= 1, got {value}")

@@ -13,6 +13,7 @@ from helpers.fakes import write_inria
 
 from magnet_jax import metrics
 from magnet_jax.data import build_source, dataset_spec, make_eval_iterator, make_train_loader, read_file_list
+from magnet_jax.data.sample_spec import BackboneSampleSpec, EvalSampleSpec, LoaderSpec, RefinerPairSpec
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "data"))
@@ -85,11 +86,12 @@ def test_prepare_inria_and_binary_data_end_to_end(inria_zip, tmp_path, capsys):
     assert metrics.overall_score(conf, ds.miou_classes, ds.metric) == 1.0
 
     # Two classes through training pairs, backbone samples and evaluation samples.
-    batch = next(iter(make_train_loader(c, "train", "refiner", batch_size=2, seed=0, num_epochs=1)))
+    train, loader = build_source(c, "train"), LoaderSpec.from_config(c, batch_size=2, seed=0, num_epochs=1)
+    batch = next(iter(make_train_loader(RefinerPairSpec.from_config(c), loader, train)))
     assert batch["label"].shape[0] == 2 and set(np.unique(batch["label"]).tolist()) <= {0, 1}
-    batch = next(iter(make_train_loader(c, "train", "backbone", batch_size=2, seed=0, num_epochs=1)))
+    batch = next(iter(make_train_loader(BackboneSampleSpec.from_config(c), loader, train)))
     assert set(np.unique(batch["label"]).tolist()) <= {0, 1, 255}
-    first = next(iter(make_eval_iterator(c, "val")))
+    first = next(iter(make_eval_iterator(EvalSampleSpec.from_config(c), build_source(c, "val"))))
     assert first["name"] == "chicago24" and set(np.unique(first["label"]).tolist()) <= {0, 1}
 
 

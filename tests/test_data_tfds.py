@@ -9,6 +9,7 @@ from helpers.fakes import cityscapes_files, write_cityscapes_zips
 from magnet_jax.config import default_config
 from magnet_jax.data import MissingDataError, build_source, make_train_loader
 from magnet_jax.data.datasets.cityscapes import ID_TO_TRAIN_ID as CITYSCAPES_ID_TO_TRAIN_ID
+from magnet_jax.data.sample_spec import LoaderSpec, RefinerPairSpec
 
 pytest.importorskip("tensorflow_datasets")
 
@@ -45,7 +46,7 @@ def test_tfds_cityscapes_end_to_end(tmp_path):
     assert {train[i]["name"] for i in range(2)} | {val[0]["name"]} <= expected
     # The same pipeline as file lists; reading again reuses the prepared dataset.
     c.magnet.scales = "256-128,512-256"
-    loader = make_train_loader(c, "train", "refiner", batch_size=2, seed=0, num_epochs=1, workers=0, source=train)
+    loader = make_train_loader(RefinerPairSpec.from_config(c), LoaderSpec(batch_size=2, seed=0, num_epochs=1), train)
     batch = next(iter(loader))
     assert batch["fine_image"].shape == (2, 128, 256, 3) and batch["label"].shape == (2, 128, 256)
     assert len(build_source(_config(tmp_path, tmp_path / "gone"), "val")) == 1

@@ -96,3 +96,23 @@ def test_default_configs_validate():
         validate_config(c)
         plan = plan_from_config(c)
         assert len(plan.stages) == len(plan.scales) - 1
+
+
+def test_check_config_returns_the_specs_it_checked():
+    from magnet_jax.data.sample_spec import BackboneSampleSpec
+    from magnet_jax.inference.tiled import StreamOptions
+    from magnet_jax.training import spec
+
+    c = default_config()
+    c.magnet.scales, c.train.target, c.train.shared_refiner = "256-128,512-256,1024-512", "all", False
+    checked = check_config(c, "train")  # what main.py hands to the command, which checks nothing again
+    assert repr(checked.plan) == repr(plan_from_config(c))  # (its arrays make == ambiguous)
+    assert checked.stream == StreamOptions.from_config(c)
+    assert checked.dataset.miou_classes == tuple(range(19))
+    assert checked.backbone_run == spec.backbone_run(c, checked.dataset.miou_classes, phase_overrides=True)
+    assert [r.name for r in checked.refiner_runs] == ["refiner_stage1", "refiner_stage2"]
+    assert checked.backbone_sample == BackboneSampleSpec((256, 128), None, (0.5, 2.0), 255)
+    c.train.target = "refiner"
+    assert check_config(c, "train").backbone_sample is None  # no backbone trained: its samples are not read
+    other = check_config(c, "evaluate")
+    assert other.backbone_run is None and other.refiner_runs == () and other.mode == "evaluate"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from magnet_jax.commands.checks import Checked, check_config
 from magnet_jax.evaluation import write_json_atomic
 
 
@@ -37,19 +38,17 @@ def check_sample(sample: dict, num_classes: int, ignore_label: int | None) -> st
     return None
 
 
-def _open(config, split: str, workdir: str | Path):
+def _open(config, split: str, workdir: str | Path, dataset):
     """`(source, None)`, `(None, "skipped: why")` for a split without a list, or `(None, problem)`. A list
     whose files are partly missing opens without its file check, so each missing sample is reported."""
     from magnet_jax.data import (
         DataError,
         FileListSource,
         build_source,
-        dataset_spec,
         make_label_decoder,
         read_file_list,
     )
 
-    dataset = dataset_spec(config)
     listed = dict(dataset.lists).get(split)
     if dataset.source == "file_list" and not str(listed or "").strip():
         return None, f"skipped: config.data.{split}_list is empty"
@@ -68,18 +67,20 @@ def _open(config, split: str, workdir: str | Path):
     return FileListSource(pairs, make_label_decoder(config)), None
 
 
-def run_check(config, workdir: str | Path) -> dict:
+def run_check(config, workdir: str | Path, checked: Checked | None = None) -> dict:
     """Checks every sample of every split with a list; returns the report. Raises `DataError` (exit 2) when
-    no split could be read at all, `DataCheckFailed` (exit 1) when a sample failed or a split could not be read."""
+    no split could be read at all, `DataCheckFailed` (exit 1) when a sample failed or a split could not be read.
+    `checked`: the config's specs (`check_config`, run here when not given)."""
     from tqdm.auto import tqdm
 
-    from magnet_jax.data import DataError, dataset_spec
+    from magnet_jax.data import DataError
 
-    dataset = dataset_spec(config)
+    checked = checked if checked is not None else check_config(config, "check")
+    dataset = checked.dataset
     report: dict = {"dataset": dataset.name, "splits": {}, "failures": []}
     unreadable = {}
     for split in ("train", "val", "test"):
-        source, problem = _open(config, split, workdir)
+        source, problem = _open(config, split, workdir, dataset)
         if source is None:
             key = "skipped" if problem.startswith("skipped: ") else "unreadable"
             report["splits"][split] = {"checked": 0, key: problem.removeprefix("skipped: ")}

@@ -19,6 +19,7 @@ from pathlib import Path
 import jax
 from absl import logging
 
+from magnet_jax.commands.checks import Checked, check_config
 from magnet_jax.commands.workdir import flat_config
 from magnet_jax.evaluation import EvaluationInterrupted, Evaluator, format_results, write_json_atomic
 from magnet_jax.evaluation.evaluator import save_evaluation_picture
@@ -27,26 +28,26 @@ from magnet_jax.inference.predictor import MagNetPredictor
 from magnet_jax.provenance import provenance
 
 
-def build_predictor(config, *, backbone: str | None = None, refiners: list[str] | None = None) -> MagNetPredictor:
-    """The predictor of `config` with weights from `config.checkpoint.*`, or the given paths."""
-    from magnet_jax.inference.plan import plan_from_config
+def build_predictor(config, checked: Checked, *, backbone: str | None = None,
+                    refiners: list[str] | None = None) -> MagNetPredictor:
+    """The predictor of the checked plan and streaming options, with weights from `config.checkpoint.*` or
+    the given paths."""
     from magnet_jax.weights import load_model_weights, load_refiners
 
-    if backbone is None and refiners is None:
-        return MagNetPredictor.from_config(config)
-    plan = plan_from_config(config)
-    n = int(config.data.num_classes)
-    bb = load_model_weights(backbone or str(config.checkpoint.backbone), str(config.model.backbone), n)
-    refs = load_refiners(refiners or [], n, plan.num_refiners_expected, refiner=str(config.model.refiner))
-    from magnet_jax.inference.tiled import StreamOptions
-
-    return MagNetPredictor(plan, bb, refs if plan.stages else [], stream=StreamOptions.from_config(config))
+    plan, n = checked.plan, int(config.data.num_classes)
+    bb = load_model_weights(backbone, str(config.model.backbone), n) if backbone else None
+    refs = None  # None: from config.checkpoint.refiners
+    if refiners is not None:
+        refs = load_refiners(refiners, n, plan.num_refiners_expected, refiner=str(config.model.refiner))
+        refs = refs if plan.stages else []
+    return MagNetPredictor.from_config(config, backbone=bb, refiners=refs, plan=plan, stream=checked.stream)
 
 
 def evaluate_to_workdir(
     config,
     workdir: str | Path,
     *,
+    checked: Checked,
     predictor: MagNetPredictor | None = None,
     backbone: str | None = None,
     refiners: list[str] | None = None,
@@ -55,17 +56,18 @@ def evaluate_to_workdir(
     timed: bool = True,
     pictures: bool = True,
 ) -> dict:
-    """Evaluates `config` on its eval split; returns the results (and writes `results.json` when `write`)."""
+    """Evaluates `config` on its eval split; returns the results (and writes `results.json` when `write`).
+    `checked`: its specs (`check_config`): the plan, streaming options and dataset."""
     from magnet_jax.compile_cache import enable_compilation_cache
-    from magnet_jax.data import build_source, dataset_spec
+    from magnet_jax.data import build_source
     from magnet_jax.inference.cost import gflops_per_image
 
     enable_compilation_cache()
     workdir = Path(workdir)
-    dataset = dataset_spec(config)
+    dataset = checked.dataset
     split = str(config.data.eval_split)
     source = build_source(config, split, workdir=str(workdir))
-    predictor = predictor or build_predictor(config, backbone=backbone, refiners=refiners)
+    predictor = predictor or build_predictor(config, checked, backbone=backbone, refiners=refiners)
     print(predictor.plan.describe(), flush=True)
     evaluator = Evaluator(predictor, dataset, patch_view=patch_view)
     picture_dir = workdir / "pictures"
@@ -105,11 +107,13 @@ def evaluate_to_workdir(
     return results
 
 
-def run_evaluate(config, workdir: str | Path) -> dict:
-    """`main.py --mode=evaluate` (the config already checked). Under several processes (`jax.distributed`)
-    each evaluates its share of the split; every process must run the same config in one shared workdir."""
+def run_evaluate(config, workdir: str | Path, checked: Checked | None = None) -> dict:
+    """`main.py --mode=evaluate` with the specs of its checks (`checked`; without them the config is checked
+    here). Under several processes (`jax.distributed`) each evaluates its share of the split; every process
+    must run the same config in one shared workdir."""
     from magnet_jax.sharding import maybe_initialize_distributed
 
+    checked = checked if checked is not None else check_config(config, "evaluate")
     maybe_initialize_distributed()
     ProcessGroup(float(config.eval.process_timeout_s)).check_same_run(flat_config(config), workdir)
-    return evaluate_to_workdir(config, workdir)
+    return evaluate_to_workdir(config, workdir, checked=checked)

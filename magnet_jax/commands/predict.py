@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from absl import logging
 
+from magnet_jax.commands.checks import Checked, check_config
 from magnet_jax.commands.errors import on_disk_error, write_partial_summary
 from magnet_jax.commands.predict_resume import Completion
 from magnet_jax.commands.workdir import flat_config
@@ -48,20 +49,21 @@ class SkippedImagesError(RuntimeError):
     """Some images could not be read; the rest were predicted (the summary lists them)."""
 
 
-def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
-    """Predicts every image of `images` (files, globs, folders); returns the output folders written.
+def run_predict(config, workdir: str, images: Sequence[str], checked: Checked | None = None) -> list[str]:
+    """Predicts every image of `images` (files, globs, folders); returns the output folders written. `checked`:
+    the specs of the config's checks (`check_config`, run here when not given).
 
     Raises SkippedImagesError (after predicting the readable ones) when some images could not be read.
     """
     from magnet_jax.compile_cache import enable_compilation_cache
-    from magnet_jax.data import dataset_spec
 
+    checked = checked if checked is not None else check_config(config, "predict")
     paths = expand_images(images)  # fail on inputs that match nothing before loading models and compiling
     enable_compilation_cache()
     os.makedirs(workdir, exist_ok=True)
-    dataset = dataset_spec(config)
+    dataset = checked.dataset
     t = time.perf_counter()
-    predictor = MagNetPredictor.from_config(config)
+    predictor = MagNetPredictor.from_config(config, plan=checked.plan, stream=checked.stream)
     setup_s = time.perf_counter() - t
     print(predictor.plan.describe(), flush=True)
     summary: dict = {"plan": predictor.plan.describe(), "model_setup_s": setup_s, "images": [], "skipped": [],

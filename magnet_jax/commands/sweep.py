@@ -61,7 +61,8 @@ def point_name(point: dict) -> str:
 
 
 def apply_point(base, point: dict, name: str):
-    """A copy of `base` with the point's overrides; SweepError naming the point and the field."""
+    """`(config, checked)`: a copy of `base` with the point's overrides and its specs (`check_config`);
+    SweepError naming the point and the field."""
     from magnet_jax.commands.checks import check_config
 
     config = copy.deepcopy(base)
@@ -82,10 +83,10 @@ def apply_point(base, point: dict, name: str):
         except (TypeError, ValueError) as e:
             raise SweepError(f"sweep point {name!r}: config.{key}={value!r}: {e}") from None
     try:
-        check_config(config, "evaluate")
+        checked = check_config(config, "evaluate")
     except ValueError as e:
         raise SweepError(f"sweep point {name!r}: {e}") from None
-    return config
+    return config, checked
 
 
 def _base_hash(base) -> str:
@@ -150,18 +151,16 @@ class _Models:
             self._weights[key] = load_model_weights(path, name, n)
         return self._weights[key]
 
-    def predictor(self, config):
-        from magnet_jax.inference.plan import plan_from_config
+    def predictor(self, config, checked):
         from magnet_jax.inference.predictor import MagNetPredictor
-        from magnet_jax.inference.tiled import StreamOptions
         from magnet_jax.weights import parse_checkpoint_list
 
-        plan = plan_from_config(config)
+        plan = checked.plan
         n = int(config.data.num_classes)
         refiner_paths = parse_checkpoint_list(str(config.checkpoint.refiners)) if plan.stages else []
         if plan.stages and len(refiner_paths) > 1:
             refiner_paths = refiner_paths[: plan.num_refiners_expected]
-        stream = StreamOptions.from_config(config)
+        stream = checked.stream
         key = (repr(plan), repr(stream), str(config.checkpoint.backbone), tuple(refiner_paths))  # every plan field
         if key not in self._predictors:
             backbone = self._load(str(config.checkpoint.backbone), str(config.model.backbone), n)
@@ -189,8 +188,8 @@ def run_sweep(config, workdir: str | Path, *, config_path: str | None = None, ar
     names = [point_name(p) for p in points]
     if len(set(names)) != len(names):
         raise SweepError(f"--config {config_path}: two sweep points share a name ({', '.join(names)})")
-    configs = [apply_point(config, p, n) for p, n in zip(points, names, strict=True)]  # all checked first
-    for c, name in zip(configs, names, strict=True):
+    applied = [apply_point(config, p, n) for p, n in zip(points, names, strict=True)]  # all checked first
+    for (c, _), name in zip(applied, names, strict=True):
         if not str(c.checkpoint.backbone or "").strip():
             raise SweepError(f"sweep point {name!r}: config.checkpoint.backbone is empty: give the trained weights")
     maybe_initialize_distributed()  # several processes: each evaluates its share of every point's images
@@ -201,7 +200,7 @@ def run_sweep(config, workdir: str | Path, *, config_path: str | None = None, ar
     done = _done(out, base_hash)
     models = _Models(config)
     rows: list[dict[str, Any]] = []
-    for point, name, c in zip(points, names, configs, strict=True):
+    for point, name, (c, checked) in zip(points, names, applied, strict=True):
         overrides = {k: v for k, v in point.items() if k != "name"}
         if name in done:
             if done[name].get("overrides") != json.loads(json.dumps(overrides)):
@@ -210,7 +209,8 @@ def run_sweep(config, workdir: str | Path, *, config_path: str | None = None, ar
             rows.append(done[name])
             continue
         print(f"sweep point {name} ({len(rows) + 1}/{len(points)})", flush=True)
-        res = evaluate_to_workdir(c, workdir, predictor=models.predictor(c), write=False, pictures=False)
+        res = evaluate_to_workdir(c, workdir, checked=checked, predictor=models.predictor(c, checked), write=False,
+                                  pictures=False)
         row = {"name": name, "overrides": overrides, "base_config": base_hash, **res}
         print(f"  MagNet mIoU {100 * res['miou']['refined']:.2f} (coarse {100 * res['miou']['coarse']:.2f}), "
               f"{res['compute']['gflops']:.1f} GFLOP, {res['seconds_per_image']:.3f} s/image", flush=True)

@@ -21,8 +21,9 @@ import jax
 from absl import logging
 from flax import nnx
 
+from magnet_jax.commands.checks import Checked, check_config
 from magnet_jax.commands.evaluate import evaluate_to_workdir
-from magnet_jax.inference.plan import plan_from_config
+from magnet_jax.data.sample_spec import BackboneSampleSpec, LoaderSpec, RefinerPairSpec
 from magnet_jax.sharding import check_batch_size, make_mesh, maybe_initialize_distributed
 from magnet_jax.training import spec as specs
 from magnet_jax.training.export import checkpoints_dir, weights_dir
@@ -31,8 +32,12 @@ from magnet_jax.training.trainer import LoaderFactory, train
 from magnet_jax.training.validation import Validator
 
 
-def loader_factory(config, run: specs.RunSpec, workdir: Path, mesh) -> LoaderFactory:
-    """`make(epochs, seed) -> (loader, steps per epoch, adapter)` of a run's training batches (this process's shard)."""
+def loader_factory(config, run: specs.RunSpec, workdir: Path, mesh,
+                   backbone_sample: BackboneSampleSpec | None = None) -> LoaderFactory:
+    """`make(epochs, seed) -> (loader, steps per epoch, adapter)` of a run's training batches (this process's
+    shard). Refiner pairs come from the run's spec; backbone `crop` samples from `backbone_sample`."""
+    import dataclasses
+
     from magnet_jax.data import build_source
     from magnet_jax.data.pipelines import make_train_loader, steps_per_epoch
 
@@ -43,29 +48,28 @@ def loader_factory(config, run: specs.RunSpec, workdir: Path, mesh) -> LoaderFac
     # crop, resized to the input), made by the refiner-pair transform whose fine view is that crop.
     pairs = run.kind == "refiner" or run.sampling == "scales"
     adapt = (lambda b: {"image": b["fine_image"], "label": b["label"]}) if run.kind == "backbone" and pairs else None
+    sample = RefinerPairSpec(run.data_scales, run.crop_wh, run.input_hw[::-1]) if pairs else backbone_sample
+    if sample is None:
+        raise ValueError(f"run {run.name!r} samples crops: give its BackboneSampleSpec")
+    base = LoaderSpec.from_config(config, batch_size=per_proc, shard_index=jax.process_index(),
+                                  shard_count=jax.process_count())
 
     def make(epochs: int | None, seed: int):
-        loader = make_train_loader(
-            config, "train", "refiner" if pairs else "backbone", batch_size=per_proc, seed=seed, num_epochs=epochs,
-            shard_index=jax.process_index(), shard_count=jax.process_count(), source=source,
-            workdir=str(workdir), scales=run.data_scales if pairs else None,
-        )  # fmt: skip
-        return loader, spe, adapt
+        loader = dataclasses.replace(base, seed=seed, num_epochs=epochs)
+        return make_train_loader(sample, loader, source), spe, adapt
 
     return make
 
 
-def _validator(config, workdir: Path, run: specs.RunSpec, dataset, backbone: nnx.Module | None):
+def _validator(config, workdir: Path, run: specs.RunSpec, checked: Checked, backbone: nnx.Module | None):
     """The run's Validator on the val split, or None (`eval_every_epochs` 0, or earlier stages not trained)."""
     if run.loop.eval_every_epochs <= 0:
         return None
     from magnet_jax.data import build_source
 
-    plan = plan_from_config(config)
+    plan, dataset = checked.plan, checked.dataset
     source = build_source(config, "val", workdir=str(workdir))
-    from magnet_jax.inference.tiled import StreamOptions
-
-    common = dict(max_images=run.loop.eval_max_images, stream=StreamOptions.from_config(config))
+    common = dict(max_images=run.loop.eval_max_images, stream=checked.stream)
     if run.kind == "backbone":
         return Validator(plan.truncated(0), dataset, source, role="backbone", **common)
     if run.stage is None:
@@ -101,39 +105,37 @@ def backbone_source(config, workdir: Path) -> str:
     )
 
 
-def train_backbone_from_config(config, workdir: Path, mesh, dataset, *, phase: bool = False) -> Path:
-    run = specs.backbone_run(config, dataset.miou_classes, phase_overrides=phase)
-    return train(BackboneTask(), run, workdir, mesh, loader_factory(config, run, workdir, mesh),
-                 _validator(config, workdir, run, dataset, None))  # fmt: skip
+def train_backbone_from_config(config, workdir: Path, mesh, checked: Checked) -> Path:
+    run = checked.backbone_run
+    return train(BackboneTask(), run, workdir, mesh,
+                 loader_factory(config, run, workdir, mesh, checked.backbone_sample),
+                 _validator(config, workdir, run, checked, None))  # fmt: skip
 
 
-def train_refiners_from_config(config, workdir: Path, mesh, dataset) -> list[Path]:
+def train_refiners_from_config(config, workdir: Path, mesh, checked: Checked) -> list[Path]:
     backbone = _load(backbone_source(config, workdir), str(config.model.backbone), int(config.data.num_classes))
     task, outs = RefinerTask(backbone), []
-    for run in specs.refiner_runs(config, dataset.miou_classes):
-        validator = _validator(config, workdir, run, dataset, backbone)
+    for run in checked.refiner_runs:
+        validator = _validator(config, workdir, run, checked, backbone)
         outs.append(train(task, run, workdir, mesh, loader_factory(config, run, workdir, mesh), validator))
     return outs
 
 
-def planned_runs(config, miou_classes: tuple[int, ...]) -> list[specs.RunSpec]:
+def planned_runs(config, checked: Checked) -> list[specs.RunSpec]:
     """The runs this command trains, in order (target `all` without a given backbone starts with one)."""
     target = str(config.train.target)
     runs = []
     if target == "backbone" or (target == "all" and not str(config.checkpoint.backbone or "").strip()):
-        runs.append(specs.backbone_run(config, miou_classes, phase_overrides=target == "all"))
-    if target in ("refiner", "all"):
-        runs.extend(specs.refiner_runs(config, miou_classes))
-    return runs
+        runs.append(checked.backbone_run)
+    return runs + list(checked.refiner_runs)
 
 
-def preflight(config, workdir: Path) -> None:
+def preflight(config, workdir: Path, checked: Checked) -> None:
     """Before any work: every run with checkpoints in `workdir` must have been written with this run's
     identity (ResumeError listing each difference `old -> new`)."""
-    from magnet_jax.data import dataset_spec
     from magnet_jax.training.checkpointing import ResumeError, describe_differences, latest_meta, resume_differences
 
-    for run in planned_runs(config, dataset_spec(config).miou_classes):
+    for run in planned_runs(config, checked):
         found = latest_meta(checkpoints_dir(workdir, run.name))
         if found is None:
             continue
@@ -147,12 +149,12 @@ def preflight(config, workdir: Path) -> None:
             )
 
 
-def open_sources(config, workdir: Path) -> None:
+def open_sources(config, workdir: Path, checked: Checked) -> None:
     """Opens every split the planned runs read (train; val when a run validates; the eval split for target
     `all`): lists, every listed file and the first sample of each, so missing data fails before any record."""
-    from magnet_jax.data import build_source, dataset_spec
+    from magnet_jax.data import build_source
 
-    runs = planned_runs(config, dataset_spec(config).miou_classes)
+    runs = planned_runs(config, checked)
     splits = ["train"] if runs else []
     splits += ["val"] if any(r.loop.eval_every_epochs > 0 for r in runs) else []
     splits += [str(config.data.eval_split)] if str(config.train.target) == "all" else []
@@ -160,36 +162,46 @@ def open_sources(config, workdir: Path) -> None:
         build_source(config, split, workdir=str(workdir))
 
 
-def stopped_early(config, workdir: Path, miou_classes: tuple[int, ...]) -> dict[str, dict]:
+def stopped_early(config, workdir: Path, checked: Checked) -> dict[str, dict]:
     """`{run: {"step", "epochs_done", "epochs"}}` of the planned runs whose latest checkpoint is short of their
     epochs (stopped by `config.train.max_steps`)."""
     from magnet_jax.training.checkpointing import latest_meta
 
     out = {}
-    for run in planned_runs(config, miou_classes):
+    for run in planned_runs(config, checked):
         found = latest_meta(checkpoints_dir(workdir, run.name))
         if found is not None and float(found[1].get("epoch", run.loop.epochs)) < run.loop.epochs:
             out[run.name] = {"step": found[0], "epochs_done": found[1]["epoch"], "epochs": run.loop.epochs}
     return out
 
 
-def run_train(config, workdir: str | Path) -> dict | None:
-    """`main.py --mode=train`. Every check runs before any file is written: the config, the workdir (writable;
-    its recorded config, if any, must agree: `commands/workdir.py`), the checkpoints of every planned run,
-    and the data of every split it reads (`open_sources`). Only then is `WORKDIR/config.json` written (a refused
-    run records nothing) and the runs train. Returns the results dict for target `all`."""
-    from magnet_jax.commands.checks import check_config
-    from magnet_jax.commands.workdir import check_record, prepare_workdir, write_record
+def check_train(config, workdir: str | Path) -> tuple[Checked, Path]:
+    """The checks of a training command before any work, in order: the config (`check_config`), the workdir
+    (writable; its recorded config, if any, must agree: `commands/workdir.py`), the checkpoints of every
+    planned run (`preflight`). Returns the checked specs and the workdir."""
+    from magnet_jax.commands.workdir import check_record, prepare_workdir
+
+    checked = check_config(config, "train")
+    workdir = prepare_workdir(workdir, utf8_only=True)
+    check_record(config, workdir)
+    preflight(config, workdir, checked)
+    return checked, workdir
+
+
+def run_train(config, workdir: str | Path, checked: Checked | None = None) -> dict | None:
+    """`main.py --mode=train`. Every check runs before any file is written: `check_train` (main.py runs it and
+    passes `checked`; without it, it runs here), then the data of every split it reads (`open_sources`).
+    Only then is `WORKDIR/config.json` written (a refused run records nothing) and the runs train. Returns the
+    results dict for target `all`."""
+    from magnet_jax.commands.workdir import write_record
     from magnet_jax.compile_cache import enable_compilation_cache
-    from magnet_jax.data import dataset_spec
     from magnet_jax.training import metric_log as tlog
 
     maybe_initialize_distributed()  # several processes (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI): join first
-    check_config(config, "train")
-    workdir = prepare_workdir(workdir, utf8_only=True)
-    check_record(config, workdir)
-    preflight(config, workdir)
-    open_sources(config, workdir)  # the last check: the record names only a config that could run
+    if checked is None:
+        checked, workdir = check_train(config, workdir)
+    workdir = Path(workdir)
+    open_sources(config, workdir, checked)  # the last check: the record names only a config that could run
     if jax.process_index() == 0:
         write_record(config, workdir, "train")
     tlog.quiet_orbax_logs()
@@ -197,15 +209,14 @@ def run_train(config, workdir: str | Path) -> dict | None:
     mesh = make_mesh()
     logging.info("training on %d device(s) (%s), %d process(es)", mesh.devices.size, jax.default_backend(),
                  jax.process_count())  # fmt: skip
-    dataset = dataset_spec(config)
     target = str(config.train.target)
     if target == "backbone":
-        train_backbone_from_config(config, workdir, mesh, dataset)
+        train_backbone_from_config(config, workdir, mesh, checked)
         return None
     if target == "refiner":
-        train_refiners_from_config(config, workdir, mesh, dataset)
+        train_refiners_from_config(config, workdir, mesh, checked)
         return None
-    return train_all(config, workdir, mesh, dataset)
+    return train_all(config, workdir, mesh, checked)
 
 
 def trained_refiner_paths(config, workdir: Path) -> list[str]:
@@ -221,23 +232,23 @@ def trained_refiner_paths(config, workdir: Path) -> list[str]:
     return [str(weights_dir(workdir, f"refiner_stage{s}")) for s in range(1, n_stages + 1)]
 
 
-def train_all(config, workdir: Path, mesh, dataset) -> dict:
+def train_all(config, workdir: Path, mesh, checked: Checked) -> dict:
     """Target `all` (the synthetic main job): trains what is missing (the backbone with its own
     `train.backbone_phase.*` settings, then the refiner(s)), then evaluates `config.data.eval_split` with
     the coarse / patch / MagNet views into `WORKDIR/results.json` (pictures in `WORKDIR/pictures/`)."""
     t0 = time.time()
     if not str(config.checkpoint.backbone or "").strip():
-        train_backbone_from_config(config, workdir, mesh, dataset, phase=True)
+        train_backbone_from_config(config, workdir, mesh, checked)
     t_bb = time.time() - t0
-    train_refiners_from_config(config, workdir, mesh, dataset)
+    train_refiners_from_config(config, workdir, mesh, checked)
     t_ref = time.time() - t0 - t_bb
     results = evaluate_to_workdir(
         config, workdir, backbone=backbone_source(config, workdir), refiners=trained_refiner_paths(config, workdir),
-        patch_view=True, write=False,
+        patch_view=True, write=False, checked=checked,
     )  # fmt: skip
     results["wall_s"] = {"backbone": round(t_bb, 1), "refiners": round(t_ref, 1),
                          "total": round(time.time() - t0, 1)}  # fmt: skip
-    stopped = stopped_early(config, workdir, dataset.miou_classes)
+    stopped = stopped_early(config, workdir, checked)
     if stopped:  # results of models cut short by config.train.max_steps: never taken for the real ones
         results["partial"] = True
         results["stopped_early"] = stopped

@@ -5,9 +5,9 @@ evaluation samples, grain loaders.
     ds = dataset_spec(config)                                     # classes, palette, mIoU classes, metric
     ds.protocol("test")                                           # split, list file + sha256, classes, metric
     source = build_source(config, "train", workdir=workdir)      # source[i] -> image, label, name
-    loader = make_train_loader(config, "train", "refiner", batch_size=8, seed=0)
+    loader = make_train_loader(RefinerPairSpec.from_config(config), LoaderSpec(batch_size=8), source)
     it = iter(loader); batch = next(it); state = it.get_state()  # save with the checkpoint
-    for sample in make_eval_iterator(config, "val"): ...
+    for sample in make_eval_iterator(EvalSampleSpec.from_config(config), source): ...  # (data/sample_spec.py)
 """
 
 from magnet_jax.data.datasets import (

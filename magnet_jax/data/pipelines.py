@@ -1,7 +1,10 @@
 """grain pipelines: random-access source -> per-sample transform -> batches.
 
+Both take typed specs (`sample_spec.py`: what each record becomes, how the loader batches it) and a
+`Source`, never a ConfigDict: the commands build the specs once.
+
 Training (`make_train_loader`) is a `grain.DataLoader`:
-- order: a global shuffle per epoch from `seed` (`grain.samplers.IndexSampler`), so every epoch is
+- order: a global shuffle per epoch from `LoaderSpec.seed` (`grain.samplers.IndexSampler`), so every epoch is
   reproducible; each record's randomness (scale, crop, flip) comes from a generator seeded by
   (seed, position in the stream), so a sample does not depend on the number of workers;
 - workers: `workers` child processes (0 = in this process); worker k of n takes stream positions
@@ -23,8 +26,7 @@ from __future__ import annotations
 import grain
 import numpy as np
 
-from magnet_jax.config import parse_size, parse_sizes
-from magnet_jax.data.datasets import build_source
+from magnet_jax.data.sample_spec import BackboneSampleSpec, EvalSampleSpec, LoaderSpec, RefinerPairSpec
 from magnet_jax.data.sources import Source
 from magnet_jax.data.transforms import backbone_sample, eval_sample, refiner_pair
 
@@ -63,34 +65,14 @@ class EvalTransform(grain.transforms.Map):
                            with_patches=self.with_patches, label_decoder=self.label_decoder)
 
 
-def _jitter_from_config(text: str) -> tuple[float, float] | None:
-    items = [t for t in str(text or "").split(",") if t.strip()]
-    if not items:
-        return None
-    try:
-        lo, hi = (float(t) for t in items)
-    except ValueError:
-        raise ValueError(f"config.train.backbone_scale_jitter: expected 'lo,hi' or '', got {text!r}") from None
-    if not 0 < lo <= hi:
-        raise ValueError(f"config.train.backbone_scale_jitter: expected 0 < lo <= hi, got {text!r}")
-    return lo, hi
-
-
-def sample_transform(config, kind: str, source: Source, scales=None) -> grain.transforms.RandomMap:
-    """The per-sample training transform of `kind` ("refiner" | "backbone") configured from `config`;
-    `scales` [(W, H), ...] replaces `config.magnet.scales` for refiner pairs (a per-stage refiner's own)."""
-    input_wh = parse_size(config.magnet.input_size, "magnet.input_size")
-    if kind == "refiner":
-        scales = list(scales) if scales is not None else parse_sizes(config.magnet.scales, "magnet.scales")
-        return RefinerPairTransform(scales,
-                                    parse_size(config.magnet.crop_size, "magnet.crop_size"), input_wh,
-                                    source.label_decoder)
-    if kind == "backbone":
-        crops_text = str(config.train.backbone_crop_sizes or "").strip()
-        crops = parse_sizes(crops_text, "train.backbone_crop_sizes") if crops_text else None
-        return BackboneSampleTransform(input_wh, crops, _jitter_from_config(config.train.backbone_scale_jitter),
-                                       int(config.data.ignore_label), source.label_decoder)
-    raise ValueError(f"kind must be 'refiner' or 'backbone', got {kind!r}")
+def sample_transform(spec: RefinerPairSpec | BackboneSampleSpec, label_decoder=None) -> grain.transforms.RandomMap:
+    """The per-sample training transform of `spec`: refiner pairs or backbone samples (`sample_spec`)."""
+    if isinstance(spec, RefinerPairSpec):
+        return RefinerPairTransform(spec.scales, spec.crop_wh, spec.input_wh, label_decoder)
+    if isinstance(spec, BackboneSampleSpec):
+        return BackboneSampleTransform(spec.input_wh, spec.crop_sizes, spec.scale_jitter, spec.ignore_label,
+                                       label_decoder)
+    raise TypeError(f"expected a RefinerPairSpec or a BackboneSampleSpec, got {type(spec).__name__}")
 
 
 def _ensure_flags_parsed() -> None:
@@ -107,68 +89,53 @@ def steps_per_epoch(num_records: int, batch_size: int, shard_count: int = 1) -> 
     return (num_records // shard_count) // batch_size
 
 
-def make_train_loader(config, split: str = "train", kind: str = "refiner", *, batch_size: int,
-                      seed: int | None = None, num_epochs: int | None = None, shard_index: int = 0,
-                      shard_count: int = 1, workers: int | None = None, source: Source | None = None,
-                      workdir: str | None = None, worker_buffer_size: int = 2, read_threads: int = 1,
-                      read_buffer: int = 2, scales=None) -> grain.DataLoader:
-    """A grain DataLoader of training batches (see the module docstring for order, state and sharding).
+def make_train_loader(sample: RefinerPairSpec | BackboneSampleSpec, loader: LoaderSpec, source: Source, *,
+                      split: str = "train") -> grain.DataLoader:
+    """A grain DataLoader of `source`'s training batches (see the module docstring for order, state and
+    sharding); `split` only names the source in errors.
 
-    kind "refiner": {"coarse_image", "fine_image": float32 [B, h, w, 3], "box": float32 [B, 4],
-    "label": int32 [B, h, w]}; kind "backbone": {"image": float32 [B, h, w, 3], "label": int32 [B, h, w]}.
-    `seed` defaults to config.seed, `workers` to config.data.num_workers, `source` to build_source(config,
-    split, workdir=workdir). num_epochs None repeats forever. `read_threads` / `read_buffer`: threads
-    reading (decoding) full images in each process and how many decoded images they keep ready (grain's
-    defaults, 16 and 500, would hold hundreds of full-resolution images in memory). `scales`: the
-    refiner pairs' scales [(W, H), ...] when not `config.magnet.scales` (see `sample_transform`).
+    RefinerPairSpec: {"coarse_image", "fine_image": float32 [B, h, w, 3], "box": float32 [B, 4],
+    "label": int32 [B, h, w]}; BackboneSampleSpec: {"image": float32 [B, h, w, 3], "label": int32 [B, h, w]}
+    (B = `loader.batch_size`, (w, h) = the spec's `input_wh`).
     """
-    source = source if source is not None else build_source(config, split, workdir=workdir)
-    seed = int(config.seed if seed is None else seed)
-    workers = int(config.data.num_workers if workers is None else workers)
-    if not 0 <= shard_index < shard_count:
-        raise ValueError(f"shard_index {shard_index} must be in [0, shard_count={shard_count})")
-    if steps_per_epoch(len(source), batch_size, shard_count) < 1:
+    if steps_per_epoch(len(source), loader.batch_size, loader.shard_count) < 1:
         raise ValueError(
-            f"split {split!r} has {len(source)} samples: fewer than one batch of {batch_size} per process "
-            f"for {shard_count} process(es)"
+            f"split {split!r} has {len(source)} samples: fewer than one batch of {loader.batch_size} per process "
+            f"for {loader.shard_count} process(es)"
         )
-    if workers > 0:
+    if loader.workers > 0:
         _ensure_flags_parsed()
-    shard = grain.sharding.ShardOptions(shard_index=shard_index, shard_count=shard_count, drop_remainder=True)
+    shard = grain.sharding.ShardOptions(shard_index=loader.shard_index, shard_count=loader.shard_count,
+                                        drop_remainder=True)  # fmt: skip
     sampler = grain.samplers.IndexSampler(num_records=len(source), shard_options=shard, shuffle=True,
-                                          num_epochs=num_epochs, seed=seed)
+                                          num_epochs=loader.num_epochs, seed=loader.seed)
     return grain.DataLoader(
         data_source=source.raw_view(),
         sampler=sampler,
-        operations=[sample_transform(config, kind, source, scales),
-                    grain.transforms.Batch(batch_size=batch_size, drop_remainder=True)],
-        worker_count=workers,
-        worker_buffer_size=worker_buffer_size,
+        operations=[sample_transform(sample, source.label_decoder),
+                    grain.transforms.Batch(batch_size=loader.batch_size, drop_remainder=True)],
+        worker_count=loader.workers,
+        worker_buffer_size=loader.worker_buffer_size,
         shard_options=shard,
-        read_options=grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=read_buffer),
+        read_options=grain.ReadOptions(num_threads=loader.read_threads, prefetch_buffer_size=loader.read_buffer),
     )
 
 
-def make_eval_iterator(config, split: str | None = None, *, with_patches: bool = True, max_images: int = -1,
-                       workers: int = 0, shard_index: int = 0, shard_count: int = 1,
-                       source: Source | None = None, workdir: str | None = None) -> grain.IterDataset:
-    """Evaluation samples of `split` (default config.data.eval_split), in list order, one image each:
-    {"image": uint8 [H, W, 3], "label": uint8 [H, W], "name": str} plus, with `with_patches`,
-    "patches": [float32 [n_s, h, w, 3] per scale] and "boxes": [float32 [n_s, 4] ratios per scale]
-    (config.magnet.scales / crop_size / input_size). Iterate it (each `iter()` starts over);
+def make_eval_iterator(spec: EvalSampleSpec, source: Source, *, max_images: int = -1, workers: int = 0,
+                       shard_index: int = 0, shard_count: int = 1) -> grain.IterDataset:
+    """`source`'s evaluation samples in list order, one image each: {"image": uint8 [H, W, 3],
+    "label": uint8 [H, W], "name": str} plus, with `spec.with_patches`, "patches": [float32 [n_s, h, w, 3]
+    per scale] and "boxes": [float32 [n_s, 4] ratios per scale]. Iterate it (each `iter()` starts over);
     `max_images` > 0 keeps the first images; process `shard_index` of `shard_count` gets every
     shard_count-th image."""
-    split = split or str(config.data.eval_split)
-    source = source if source is not None else build_source(config, split, workdir=workdir)
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index {shard_index} must be in [0, shard_count={shard_count})")
     ds = grain.MapDataset.source(source.raw_view())
     if max_images is not None and max_images > 0:
         ds = ds[: int(max_images)]
     if shard_count > 1:
         ds = ds[shard_index::shard_count]
-    ds = ds.map(EvalTransform(
-        parse_sizes(config.magnet.scales, "magnet.scales"), parse_size(config.magnet.crop_size, "magnet.crop_size"),
-        parse_size(config.magnet.input_size, "magnet.input_size"), with_patches, source.label_decoder,
-    ))
+    ds = ds.map(EvalTransform(spec.scales, spec.crop_wh, spec.input_wh, spec.with_patches, source.label_decoder))
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=1))
     if workers > 0:
         _ensure_flags_parsed()

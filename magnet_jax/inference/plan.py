@@ -20,11 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from magnet_jax.ops.conv import FORWARD_ALGORITHMS  # 3x3 convolutions' forward (`config.magnet.conv_algorithm`)
+from magnet_jax.field_checks import COMPAT_MODES, CONV_ALGORITHMS, DTYPES, check_choice, check_scales, check_size
 from magnet_jax.ops.patches import patch_boxes_px, patch_grid, patch_grid_px
-
-COMPAT_MODES = ("paper", "reference")
-DTYPES = ("float32", "bfloat16")  # model compute dtype: float32 is the parity mode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,33 +127,17 @@ def make_plan(
     scales = tuple((int(w), int(h)) for w, h in scales)
     crop_wh = (int(crop_wh[0]), int(crop_wh[1]))
     input_wh = (int(input_wh[0]), int(input_wh[1]))
-    if not scales:
-        raise ValueError("config.magnet.scales: at least one scale is needed")
-    for (w0, h0), (w1, h1) in zip(scales, scales[1:], strict=False):
-        if w1 <= w0 or h1 <= h0:
-            txt = ",".join(f"{w}-{h}" for w, h in scales)
-            raise ValueError(f"config.magnet.scales: scales must increase in width and height, got {txt!r}")
-    for w, h in scales:
-        if min(w, h) <= 0:
-            raise ValueError(f"config.magnet.scales: sizes must be positive, got {w}-{h}")
-        if w < crop_wh[0] or h < crop_wh[1]:
-            raise ValueError(f"config.magnet.crop_size {crop_wh[0]}-{crop_wh[1]} is larger than scale {w}-{h}")
-    if min(input_wh) <= 0 or min(crop_wh) <= 0:
-        raise ValueError("config.magnet.input_size / crop_size must be positive")
+    check_size(input_wh, "magnet.input_size")
+    check_scales(scales, crop_wh)
     if num_classes < 2:
         raise ValueError(f"config.data.num_classes: MagNet needs at least 2 classes (certainty), got {num_classes}")
-    if compat not in COMPAT_MODES:
-        raise ValueError(f"config.magnet.compat: expected 'paper' or 'reference', got {compat!r}")
+    check_choice(compat, COMPAT_MODES, "magnet.compat")
     if not isinstance(smooth_kernel, (int, np.integer)) or smooth_kernel < 1:
         raise ValueError(f"config.magnet.smooth_kernel: expected a positive integer, got {smooth_kernel!r}")
     if patch_batch_size < 0:
         raise ValueError(f"config.magnet.patch_batch_size: expected >= 1 (or 0: auto), got {patch_batch_size}")
-    if dtype not in DTYPES:
-        raise ValueError(f"config.magnet.dtype: expected 'float32' or 'bfloat16', got {dtype!r}")
-    if conv_algorithm not in FORWARD_ALGORITHMS:
-        raise ValueError(
-            f"config.magnet.conv_algorithm: expected 'auto', 'direct' or 'winograd', got {conv_algorithm!r}"
-        )
+    check_choice(dtype, DTYPES, "magnet.dtype")
+    check_choice(conv_algorithm, CONV_ALGORITHMS, "magnet.conv_algorithm")
     n_points = float(n_points)
     if not math.isfinite(n_points) or n_points <= 0 or (n_points > 1 and not n_points.is_integer()):
         # (the original truncates a fractional count, so 1.5 would silently mean one point)

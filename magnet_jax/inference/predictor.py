@@ -26,6 +26,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from magnet_jax.field_checks import check_streamed_compat
 from magnet_jax.inference import kernels
 from magnet_jax.inference.host_maps import HostMap
 from magnet_jax.inference.kernels import prepare_patches
@@ -69,11 +70,7 @@ class MagNetPredictor:
                 f"{len(refiners)} refinement modules given; expected 1 (shared) or {m} (one per refinement stage)"
             )
         self.plan, self.stream = plan, stream or StreamOptions()
-        if self.stream.mode == "on" and plan.compat != "paper":
-            raise ValueError(
-                "config.magnet.streamed=on runs compat='paper' only (the reference mode's PyTorch tie-breaking "
-                "needs the whole score map); set config.magnet.streamed=off or config.magnet.compat=paper"
-            )
+        check_streamed_compat(self.stream.mode, plan.compat)
         self.mesh = mesh or make_mesh(jax.local_devices())
         self.backbone, self.refiners = backbone, refiners
         self.backbone_graph, _ = nnx.split(backbone)
@@ -137,11 +134,13 @@ class MagNetPredictor:
         return self._ref_states[i]
 
     @classmethod
-    def from_config(cls, config, *, backbone: nnx.Module | None = None, refiners=None) -> MagNetPredictor:
-        """Plan and streaming from `config.magnet`, models from `config.checkpoint.*` unless given."""
+    def from_config(cls, config, *, backbone: nnx.Module | None = None, refiners=None, plan: MagNetPlan | None = None,
+                    stream: StreamOptions | None = None) -> MagNetPredictor:
+        """Plan and streaming from `config.magnet` (unless given: the commands pass the ones their checks built),
+        models from `config.checkpoint.*` unless given."""
         from magnet_jax.weights import load_model_weights, load_refiners
 
-        plan = plan_from_config(config)
+        plan = plan if plan is not None else plan_from_config(config)
         n = int(config.data.num_classes)
         if backbone is None:
             if not str(config.checkpoint.backbone).strip():
@@ -152,7 +151,7 @@ class MagNetPredictor:
         if refiners is None:
             paths, count = str(config.checkpoint.refiners), plan.num_refiners_expected
             refiners = load_refiners(paths, n, count, refiner=config.model.refiner) if plan.stages else []
-        return cls(plan, backbone, refiners, stream=StreamOptions.from_config(config))
+        return cls(plan, backbone, refiners, stream=stream if stream is not None else StreamOptions.from_config(config))
 
     # ------------------------------------------------------------------ inference
 

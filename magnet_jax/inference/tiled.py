@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from magnet_jax.field_checks import STORE_DTYPES, STREAM_MODES, check_choice, check_integer_at_least
 from magnet_jax.inference import kernels
 from magnet_jax.inference.host_maps import HostMap, ScaledImage
 from magnet_jax.inference.plan import MagNetPlan
@@ -46,8 +47,6 @@ __all__ = ["STREAM_AUTO_BYTES", "StreamOptions", "argmax_bands", "needs_streamin
 
 
 STREAM_AUTO_BYTES = 1 << 30
-STREAM_MODES = ("auto", "on", "off")
-STORE_DTYPES = ("float32", "float16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,14 +65,9 @@ class StreamOptions:
     ram_bytes: int = 64 << 20  # stage maps up to this size stay in RAM, larger ones go to files
 
     def __post_init__(self):
-        if self.mode not in STREAM_MODES:
-            raise ValueError(f"config.magnet.streamed: expected one of {', '.join(STREAM_MODES)}, got {self.mode!r}")
-        if not isinstance(self.tile_patches, (int, np.integer)) or self.tile_patches < 0:
-            raise ValueError(f"config.magnet.tile_patches: expected an integer >= 0, got {self.tile_patches!r}")
-        if self.store_dtype not in STORE_DTYPES:
-            raise ValueError(
-                f"config.magnet.stream_dtype: expected one of {', '.join(STORE_DTYPES)}, got {self.store_dtype!r}"
-            )
+        check_choice(self.mode, STREAM_MODES, "magnet.streamed")
+        check_integer_at_least(self.tile_patches, 0, "magnet.tile_patches")
+        check_choice(self.store_dtype, STORE_DTYPES, "magnet.stream_dtype")
 
     @classmethod
     def from_config(cls, config, **overrides) -> StreamOptions:

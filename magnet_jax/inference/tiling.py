@@ -19,6 +19,7 @@ import dataclasses
 
 import numpy as np
 
+from magnet_jax.field_checks import check_integer_at_least
 from magnet_jax.inference.plan import MagNetPlan, StagePlan
 from magnet_jax.ops.patches import patch_boxes_int
 from magnet_jax.ops.resize import bilinear_taps, nearest_indices
@@ -75,8 +76,7 @@ class StageTiling:
     """Geometry of one stage for streamed inference (host-side, NumPy)."""
 
     def __init__(self, stage: StagePlan, plan: MagNetPlan, tile_patches: int, prev_hw: tuple[int, int]):
-        if tile_patches < 1:
-            raise ValueError(f"config.magnet.tile_patches: expected >= 1, got {tile_patches}")
+        check_integer_at_least(tile_patches, 1, "magnet.tile_patches")  # 0 (from the budget) is resolved above
         self.stage, self.prev_hw = stage, (int(prev_hw[0]), int(prev_hw[1]))
         self.size_hw = stage.size_hw
         h, w = self.size_hw

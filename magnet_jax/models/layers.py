@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from magnet_jax.field_checks import DTYPES, check_choice
 from magnet_jax.ops.conv import conv2d, trace_setting
 
 IntPair = int | tuple[int, int]
@@ -52,8 +53,7 @@ def conv_compute_dtype(dtype: str) -> Iterator[None]:
     kernel cast) accumulated and returned in float32: "bfloat16" is the opt-in fast inference mode
     (`config.magnet.dtype`), "float32" (default) the exact one. Everything else (BatchNorm, ReLU,
     residuals, resizing) stays float32. Chosen at trace time."""
-    if dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"config.magnet.dtype: expected 'float32' or 'bfloat16', got {dtype!r}")
+    check_choice(dtype, DTYPES, "magnet.dtype")
     with trace_setting(_conv_dtype, dtype):
         yield
 

@@ -32,13 +32,14 @@ from collections.abc import Iterator
 import jax
 import jax.numpy as jnp
 
+from magnet_jax.field_checks import CONV_ALGORITHMS, check_choice
 from magnet_jax.ops.winograd import conv3x3_winograd, winograd_eligible, winograd_pays
 
 _DN = ("NHWC", "HWIO", "NHWC")
 _CHUNK_BYTES = 8 * 1024 * 1024  # im2col chunk: 8 MB measured ~15-25% faster than 32 MB (cache)
 _RULES = ("auto", "im2col", "native")
 _rule: contextvars.ContextVar[str] = contextvars.ContextVar("magnet_jax_conv_weight_gradient", default="auto")
-FORWARD_ALGORITHMS = ("auto", "direct", "winograd")
+FORWARD_ALGORITHMS = CONV_ALGORITHMS
 _forward: contextvars.ContextVar[str] = contextvars.ContextVar("magnet_jax_conv_forward", default="direct")
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
@@ -67,8 +68,7 @@ def weight_gradient_rule(rule: str) -> Iterator[None]:
 def forward_algorithm(name: str) -> Iterator[None]:
     """Within the block, convolutions traced by `conv2d` compute their forward value with `name`
     ("auto", "direct", "winograd"; see the module docstring)."""
-    if name not in FORWARD_ALGORITHMS:
-        raise ValueError(f"config.magnet.conv_algorithm: expected one of {FORWARD_ALGORITHMS}, got {name!r}")
+    check_choice(name, FORWARD_ALGORITHMS, "magnet.conv_algorithm")
     with trace_setting(_forward, name):
         yield
 
