@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from magnet_jax.runtime import configure_allocator  # noqa: E402
+from magnet_jax.allocator import configure_allocator  # noqa: E402
 
 configure_allocator()  # before JAX allocates (MAGNET_JAX_ALLOCATOR=system: glibc's defaults)
 
@@ -130,7 +130,7 @@ def run_case(
     name: str, repeats: int, compat: str, batch: int, dtype: str = "float32", conv_algorithm: str = "auto"
 ) -> dict:
     import jax
-    from floor import device_peak_mb, peak_gflops
+    from harness import device_peak_mb, peak_gflops
 
     from magnet_jax.compile_cache import enable_compilation_cache
     from magnet_jax.inference.cost import stage_gflops
@@ -235,7 +235,7 @@ def main() -> None:
         "--conv-algorithm", default="auto", choices=["auto", "direct", "winograd"], help="config.magnet.conv_algorithm"
     )
     args = parser.parse_args()
-    from floor import check_device, select_device
+    from harness import check_device, select_device
 
     select_device(args.device)
     check_device(args.device)

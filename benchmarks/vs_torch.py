@@ -23,7 +23,7 @@ per torch heap times the torch models, then a magnet-jax process its models (`di
 then, with `--pipeline`, a magnet-jax process each case's whole image; medians over all rounds. In
 one shared process torch's idle threads slowed XLA's models ~1.3x, which is why they are kept apart.
 The torch heap: `system` is glibc's default, as the original runs; `tuned` is magnet-jax's allocator
-setting (`magnet_jax/runtime.py`), which spares torch's page zeroing too (the faster, conservative
+setting (`magnet_jax/allocator.py`), which spares torch's page zeroing too (the faster, conservative
 side for the lower bound). magnet-jax's processes always run with its own setting.
 Needs torch (requirements-dev.txt) and the parity fixtures (`$MAGNET_SHARED`, default ../shared).
 """
@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from inference import CASES as PIPELINE_CASES  # noqa: E402
 from inference import ORIGINAL_S  # noqa: E402
 
-from magnet_jax.runtime import configure_allocator  # noqa: E402
+from magnet_jax.allocator import configure_allocator  # noqa: E402
 
 # The original's model passes per image, (backbone, refiner): 1 + 4 + 16 and 1 + 4 patches.
 PASSES = {"deepglobe_full": (21, 20), "cityscapes_2stage_full": (5, 4)}

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from magnet_jax.allocator import release_heap
 from magnet_jax.inference import kernels, tile_ops
 from magnet_jax.inference.host_maps import HostMap, ScaledImage
 from magnet_jax.inference.plan import MagNetPlan, StagePlan
@@ -30,7 +31,6 @@ from magnet_jax.inference.result import StageResult
 from magnet_jax.inference.tiling import StageTiling, Tile
 from magnet_jax.ops.resize import resize_bilinear
 from magnet_jax.progress import tile_progress
-from magnet_jax.runtime import release_heap
 from magnet_jax.sharding import data_sharding, replicated
 
 __all__ = ["StageContext", "run_stage"]
