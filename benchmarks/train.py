@@ -17,7 +17,7 @@ first pulls its batch from the real grain loader (worker processes as `--workers
 random 2448x2448 JPEGs, so host-side decoding and resizing count too.
 
 The original (PyTorch MagNet `train.py`, DeepGlobe, this project's 2-core CPU) trains the
-refiner at 2 samples per 13.7 s (0.146 samples/s); the target (issue 14) is >= 2x that. The
+refiner at 2 samples per 13.7 s (0.146 samples/s); the project's target is >= 2x that. The
 allocator mode is `tuned`, as `--mode=train`, and the freed heap is handed back between the two kinds
 of step, as the training loop does where its workload changes (magnet_jax/allocator.py;
 MAGNET_JAX_ALLOCATOR=bounded reproduces the trimmed heap that re-faults every step).

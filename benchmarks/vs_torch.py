@@ -16,7 +16,7 @@ cityscapes_2stage_full, 5 HRNet18+OCR and 4 refiner passes at 128x256 (1 + 4 pat
 is a measured lower bound of the original's time per image on this CPU: its other steps (OpenCV
 resizes, RoI Align, median filter, point sampling) only add. For deepglobe_full, `original_est_s`
 scales it by the share the models had in the original's own measured time on the reference CPU
-(issue 14: 44.3 s per image, its models 21 x 518 + 20 x 1171 ms there): an estimate, marked as such.
+(44.3 s per image, its models 21 x 518 + 20 x 1171 ms there): an estimate, marked as such.
 
 Each framework runs in a process of its own (`--worker`), in alternating rounds: a torch process
 per torch heap times the torch models, then a magnet-jax process its models (`direct` and `auto`),
@@ -59,7 +59,7 @@ def _case(name: str) -> tuple:
 
 
 CASES = {name: _case(name) for name in PASSES}
-# One pass of each DeepGlobe model of the original on the reference CPU (issue 14, benchmarks/models.py);
+# One pass of each DeepGlobe model of the original on the reference CPU (benchmarks/models.py);
 # cityscapes' models were not timed there, so it gets the lower bound only.
 REFERENCE_FPN_MS, REFERENCE_REFINER_MS = 518.0, 1171.0
 
