@@ -133,8 +133,9 @@ def configure_allocator(default: str = "tuned") -> str:
 def release_heap() -> None:
     """Hands the freed heap memory back to the OS (glibc's `malloc_trim(0)`; a no-op elsewhere).
 
-    Where a process's workload changes (a stream's tile, validation inside training), so that the
-    next program starts from the live memory instead of the last one's fragments."""
+    Where a process's workload changes (validation inside training), so that the next program starts
+    from the live memory instead of the last one's fragments. Algorithms do not call it: the entry
+    points decide (the training loop between its phases, the heap guard near the memory limit)."""
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
 
