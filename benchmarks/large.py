@@ -58,7 +58,7 @@ def make_image(path: Path, size: int) -> None:
 
 def run_one(args) -> dict:
     """Child process: one prediction, its summary with the per-stage sizes."""
-    from magnet_jax.allocator import configure_allocator, heap_guard_releases
+    from magnet_jax.allocator import configure_allocator, heap_guard_releases, release_heap
 
     mode = configure_allocator()  # as main.py, before JAX allocates (MAGNET_JAX_ALLOCATOR overrides)
     import jax
@@ -79,8 +79,9 @@ def run_one(args) -> dict:
     )
     backbone = build_model(args.model, n, seed=0)
     refiner = build_model("refinement", n, seed=1)
+    # after_tile: the freed tile buffers go back to the OS, as the commands set it (commands/predict.py)
     options = StreamOptions(mode="on", tile_patches=args.tile_patches, store_dtype=args.store_dtype, work_dir=args.work,
-                            memory_budget_mb=args.budget_mb)  # fmt: skip
+                            memory_budget_mb=args.budget_mb, after_tile=release_heap)  # fmt: skip
     predictor = MagNetPredictor(plan, backbone, refiner, stream=options)
     t = time.perf_counter()
     summary = predict_file(predictor, args.image, os.path.join(args.work, f"out_{args.size}"))["tiled"]

@@ -19,6 +19,7 @@ from pathlib import Path
 import jax
 from absl import logging
 
+from magnet_jax.allocator import release_heap
 from magnet_jax.commands.workdir import flat_config
 from magnet_jax.evaluation import EvaluationInterrupted, Evaluator, format_results, write_json_atomic
 from magnet_jax.evaluation.evaluator import save_evaluation_picture
@@ -33,14 +34,15 @@ def build_predictor(config, *, backbone: str | None = None, refiners: list[str] 
     from magnet_jax.weights import load_model_weights, load_refiners
 
     if backbone is None and refiners is None:
-        return MagNetPredictor.from_config(config)
+        return MagNetPredictor.from_config(config, after_tile=release_heap)
     plan = plan_from_config(config)
     n = int(config.data.num_classes)
     bb = load_model_weights(backbone or str(config.checkpoint.backbone), str(config.model.backbone), n)
     refs = load_refiners(refiners or [], n, plan.num_refiners_expected, refiner=str(config.model.refiner))
     from magnet_jax.inference.tiled import StreamOptions
 
-    return MagNetPredictor(plan, bb, refs if plan.stages else [], stream=StreamOptions.from_config(config))
+    stream = StreamOptions.from_config(config, after_tile=release_heap)
+    return MagNetPredictor(plan, bb, refs if plan.stages else [], stream=stream)
 
 
 def evaluate_to_workdir(

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from absl import logging
 
+from magnet_jax.allocator import release_heap
 from magnet_jax.commands.errors import on_disk_error, write_partial_summary
 from magnet_jax.commands.predict_resume import Completion
 from magnet_jax.commands.workdir import flat_config
@@ -61,7 +62,7 @@ def run_predict(config, workdir: str, images: Sequence[str]) -> list[str]:
     os.makedirs(workdir, exist_ok=True)
     dataset = dataset_spec(config)
     t = time.perf_counter()
-    predictor = MagNetPredictor.from_config(config)
+    predictor = MagNetPredictor.from_config(config, after_tile=release_heap)  # freed tile buffers: back to the OS
     setup_s = time.perf_counter() - t
     print(predictor.plan.describe(), flush=True)
     summary: dict = {"plan": predictor.plan.describe(), "model_setup_s": setup_s, "images": [], "skipped": [],

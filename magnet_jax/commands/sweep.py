@@ -31,6 +31,7 @@ from typing import Any
 
 import jax
 
+from magnet_jax.allocator import release_heap
 from magnet_jax.commands.workdir import flat_config
 
 FIXED_PREFIXES = ("data.", "eval.max_images", "seed")
@@ -161,7 +162,7 @@ class _Models:
         refiner_paths = parse_checkpoint_list(str(config.checkpoint.refiners)) if plan.stages else []
         if plan.stages and len(refiner_paths) > 1:
             refiner_paths = refiner_paths[: plan.num_refiners_expected]
-        stream = StreamOptions.from_config(config)
+        stream = StreamOptions.from_config(config, after_tile=release_heap)
         key = (repr(plan), repr(stream), str(config.checkpoint.backbone), tuple(refiner_paths))  # every plan field
         if key not in self._predictors:
             backbone = self._load(str(config.checkpoint.backbone), str(config.model.backbone), n)

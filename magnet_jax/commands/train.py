@@ -21,6 +21,7 @@ import jax
 from absl import logging
 from flax import nnx
 
+from magnet_jax.allocator import release_heap
 from magnet_jax.commands.evaluate import evaluate_to_workdir
 from magnet_jax.inference.plan import plan_from_config
 from magnet_jax.sharding import check_batch_size, make_mesh, maybe_initialize_distributed
@@ -65,7 +66,8 @@ def _validator(config, workdir: Path, run: specs.RunSpec, dataset, backbone: nnx
     source = build_source(config, "val", workdir=str(workdir))
     from magnet_jax.inference.tiled import StreamOptions
 
-    common = dict(max_images=run.loop.eval_max_images, stream=StreamOptions.from_config(config))
+    stream = StreamOptions.from_config(config, after_tile=release_heap)  # freed tile buffers: back to the OS
+    common = dict(max_images=run.loop.eval_max_images, stream=stream)
     if run.kind == "backbone":
         return Validator(plan.truncated(0), dataset, source, role="backbone", **common)
     if run.stage is None:

@@ -137,8 +137,8 @@ class MagNetPredictor:
         return self._ref_states[i]
 
     @classmethod
-    def from_config(cls, config, *, backbone: nnx.Module | None = None, refiners=None) -> MagNetPredictor:
-        """Plan and streaming from `config.magnet`, models from `config.checkpoint.*` unless given."""
+    def from_config(cls, config, *, backbone: nnx.Module | None = None, refiners=None, **stream) -> MagNetPredictor:
+        """Plan, streaming (+ `stream` fields) from `config.magnet`; models from `config.checkpoint.*` unless given."""
         from magnet_jax.weights import load_model_weights, load_refiners
 
         plan = plan_from_config(config)
@@ -152,7 +152,7 @@ class MagNetPredictor:
         if refiners is None:
             paths, count = str(config.checkpoint.refiners), plan.num_refiners_expected
             refiners = load_refiners(paths, n, count, refiner=config.model.refiner) if plan.stages else []
-        return cls(plan, backbone, refiners, stream=StreamOptions.from_config(config))
+        return cls(plan, backbone, refiners, stream=StreamOptions.from_config(config, **stream))
 
     # ------------------------------------------------------------------ inference
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +52,7 @@ class StageContext:
     ram_bytes: int  # maps up to this size stay in RAM
     progress: bool = False  # tiles done / total on stderr (progress.py)
     tissue: np.ndarray | None = None  # [N] bool: patches over tissue, the only ones refined (rasters/tissue.py)
+    after_tile: Callable[[], None] | None = None  # the caller's hook after each tile (StreamOptions.after_tile)
 
 
 class _Upsampler:
@@ -191,6 +193,8 @@ def run_stage(
         _keep(cache, tiling, tile, ids, refined)
         _release(cache, tiling, ti)
         del probs_r, unc_r, refined, stack, ens
+        if ctx.after_tile is not None:
+            ctx.after_tile()
     smooth = np.asarray(tile_ops.median_small(jnp.asarray(error_raw), kernel=stage.smooth_kernel))
     rule = point_rule(smooth, tiling, selected, stage.budget)
     labels = HostMap((h, w), np.uint8, folder=ctx.folder, ram_bytes=ctx.ram_bytes) if (last or keep_labels) else None
@@ -223,6 +227,8 @@ def run_stage(
         pc = np.nonzero((pcol >= x0) & (pcol < x1))[0]
         preview[np.ix_(pr, pc)] = am[np.ix_(prow[pr] - y0, pcol[pc] - x0)]
         del probs_o, ens, out
+        if ctx.after_tile is not None:
+            ctx.after_tile()
     if points != rule.points:
         raise RuntimeError(f"stage {stage.index}: wrote {points} points, the budget rule expected {rule.points}")
     if not keep_p:
