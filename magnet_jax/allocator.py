@@ -133,9 +133,10 @@ def configure_allocator(default: str = "tuned") -> str:
 def release_heap() -> None:
     """Hands the freed heap memory back to the OS (glibc's `malloc_trim(0)`; a no-op elsewhere).
 
-    Where a process's workload changes (validation inside training), so that the next program starts
-    from the live memory instead of the last one's fragments. Algorithms do not call it: the entry
-    points decide (the training loop between its phases, the heap guard near the memory limit)."""
+    Where a process's workload changes, so that the next program starts from the live memory instead of
+    the last one's fragments. Algorithms do not call it; the callers decide: the training loop between
+    its phases, the commands after each tile of tiled inference (the `StreamOptions.after_tile` hook),
+    the heap guard near the memory limit."""
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
 
