@@ -22,8 +22,8 @@ peak memory, preallocation off; null on CPU), `cache_dir`, and the floor:
 - `original_s`, `speedup_vs_original`: the original's time on the project's reference 2-core CPU
   (Intel, AVX-512; measured there, not in this run: compare on that machine only).
 
-Weights are rebuilt from the parity manifests (`$MAGNET_SHARED/parity`, default `../shared`) as in
-the tests; without them the models keep their random initialisation (same speed).
+Weights are rebuilt from the parity manifests (`$MAGNET_SHARED/parity`, default `shared/parity`
+beside the repository folder) as in the tests; without them the models keep their random initialisation (same speed).
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ one shared process torch's idle threads slowed XLA's models ~1.3x, which is why 
 The torch heap: `system` is glibc's default, as the original runs; `tuned` is magnet-jax's allocator
 setting (`magnet_jax/allocator.py`), which spares torch's page zeroing too (the faster, conservative
 side for the lower bound). magnet-jax's processes always run with its own setting.
-Needs torch (requirements-dev.txt) and the parity fixtures (`$MAGNET_SHARED`, default ../shared).
+Needs torch (requirements-dev.txt) and the parity fixtures (`$MAGNET_SHARED/parity`, default `shared/parity`
+beside the repository folder).
 """
 
 from __future__ import annotations
