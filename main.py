@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import sys
 
-from magnet_jax.runtime import configure_allocator
+from magnet_jax.allocator import configure_allocator
 
 # Before JAX allocates: keeps XLA's CPU buffers mapped, so repeated programs (steps, images) do not
 # page-fault their memory in again; the training loop hands the heap back where its workload changes
-# (magnet_jax/runtime.py; MAGNET_JAX_ALLOCATOR=tuned|bounded|system overrides).
+# (magnet_jax/allocator.py; MAGNET_JAX_ALLOCATOR=tuned|bounded|system overrides).
 try:
     configure_allocator()
 except ValueError as e:  # a bad MAGNET_JAX_ALLOCATOR: one line, as every user mistake

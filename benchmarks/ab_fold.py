@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from magnet_jax.runtime import configure_allocator  # noqa: E402
+from magnet_jax.allocator import configure_allocator  # noqa: E402
 
 configure_allocator()  # before JAX allocates (MAGNET_JAX_ALLOCATOR=system: glibc's defaults)
 

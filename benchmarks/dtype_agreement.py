@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
-from magnet_jax.runtime import configure_allocator  # noqa: E402
+from magnet_jax.allocator import configure_allocator  # noqa: E402
 
 configure_allocator()  # before JAX allocates (MAGNET_JAX_ALLOCATOR=system: glibc's defaults)
 
@@ -58,7 +58,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     p.add_argument("--patch-batch-size", type=int, default=0)
     args = p.parse_args()
-    from floor import check_device, select_device
+    from harness import check_device, select_device
 
     select_device(args.device)
     check_device(args.device)

@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from magnet_jax.runtime import configure_allocator  # noqa: E402
+from magnet_jax.allocator import configure_allocator  # noqa: E402
 
 configure_allocator()
 
@@ -60,6 +60,7 @@ class Dataset:
     def __init__(self, n: int):
         self.name, self.num_classes, self.ignore_label, self.metric = "bench", n, 255, "miou"
         self.miou_classes, self.class_names = list(range(n)), [f"class {i}" for i in range(n)]
+        self.absent_classes = "zero"  # the original MagNet's rule (metrics.ABSENT_RULES)
 
 
 def write_images(folder: str, count: int, size_wh: tuple[int, int], ext: str) -> list[str]:

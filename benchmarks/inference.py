@@ -22,8 +22,8 @@ peak memory, preallocation off; null on CPU), `cache_dir`, and the floor:
 - `original_s`, `speedup_vs_original`: the original's time on the project's reference 2-core CPU
   (Intel, AVX-512; measured there, not in this run: compare on that machine only).
 
-Weights are rebuilt from the parity manifests (`$MAGNET_SHARED/parity`, default `../shared`) as in
-the tests; without them the models keep their random initialisation (same speed).
+Weights are rebuilt from the parity manifests (`$MAGNET_SHARED/parity`, default `shared/parity`
+beside the repository folder) as in the tests; without them the models keep their random initialisation (same speed).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from magnet_jax.runtime import configure_allocator  # noqa: E402
+from magnet_jax.allocator import configure_allocator  # noqa: E402
 
 configure_allocator()  # before JAX allocates (MAGNET_JAX_ALLOCATOR=system: glibc's defaults)
 
@@ -88,7 +88,7 @@ CASES = {
         ["cs1/"],
     ),
 }
-# The original PyTorch MagNet on the project's reference CPU (issue 14), seconds per image.
+# The original PyTorch MagNet on the project's reference CPU (Intel Xeon, AVX-512, 2 cores), seconds per image.
 ORIGINAL_S = {"deepglobe_full": 44.3, "cityscapes_2stage_full": 9.85}
 SAMPLES = {"deepglobe": "639004_sat.jpg", "cityscapes": "frankfurt_000001_003056_leftImg8bit.png"}
 
@@ -130,7 +130,7 @@ def run_case(
     name: str, repeats: int, compat: str, batch: int, dtype: str = "float32", conv_algorithm: str = "auto"
 ) -> dict:
     import jax
-    from floor import device_peak_mb, peak_gflops
+    from harness import device_peak_mb, peak_gflops
 
     from magnet_jax.compile_cache import enable_compilation_cache
     from magnet_jax.inference.cost import stage_gflops
@@ -235,7 +235,7 @@ def main() -> None:
         "--conv-algorithm", default="auto", choices=["auto", "direct", "winograd"], help="config.magnet.conv_algorithm"
     )
     args = parser.parse_args()
-    from floor import check_device, select_device
+    from harness import check_device, select_device
 
     select_device(args.device)
     check_device(args.device)

@@ -11,7 +11,8 @@ the speed does not depend on the weights) with scales halving from S down to 125
 Prints one JSON line per size and a table: per stage the map size, seconds, seconds per megapixel of
 that stage's map, and for the whole run seconds per megapixel of the image and the process's peak
 resident memory (`ru_maxrss`, so stage maps on disk are not in it; on a GPU also the device peak from
-`memory_stats()`).
+`memory_stats()`). The child sets the allocator as `main.py` does (`magnet_jax/allocator.py`;
+`MAGNET_JAX_ALLOCATOR=system` measures glibc's defaults).
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def make_image(path: Path, size: int) -> None:
 
 def run_one(args) -> dict:
     """Child process: one prediction, its summary with the per-stage sizes."""
+    from magnet_jax.allocator import configure_allocator, heap_guard_releases, release_heap
+
+    mode = configure_allocator()  # as main.py, before JAX allocates (MAGNET_JAX_ALLOCATOR overrides)
     import jax
 
     from magnet_jax.compile_cache import enable_compilation_cache
@@ -75,8 +79,9 @@ def run_one(args) -> dict:
     )
     backbone = build_model(args.model, n, seed=0)
     refiner = build_model("refinement", n, seed=1)
+    # after_tile: the freed tile buffers go back to the OS, as the commands set it (commands/predict.py)
     options = StreamOptions(mode="on", tile_patches=args.tile_patches, store_dtype=args.store_dtype, work_dir=args.work,
-                            memory_budget_mb=args.budget_mb)  # fmt: skip
+                            memory_budget_mb=args.budget_mb, after_tile=release_heap)  # fmt: skip
     predictor = MagNetPredictor(plan, backbone, refiner, stream=options)
     t = time.perf_counter()
     summary = predict_file(predictor, args.image, os.path.join(args.work, f"out_{args.size}"))["tiled"]
@@ -84,6 +89,7 @@ def run_one(args) -> dict:
     summary["scales"] = scales
     summary["model"] = args.model
     summary["device"] = jax.devices()[0].device_kind
+    summary["allocator"], summary["heap_guard_releases"] = mode, heap_guard_releases()
     stats = jax.devices()[0].memory_stats() if jax.default_backend() != "cpu" else None
     if stats:
         summary["device_peak_mb"] = round(stats.get("peak_bytes_in_use", 0) / 2**20, 1)

@@ -131,7 +131,7 @@ def load_parity_weights(model: nn.Module, name: str, shared: Path, salt: str = "
     synthetic weights for `name`, loaded with strict keys."""
     parity = shared / "parity"
     sys.path.insert(0, str(parity))
-    from synth_weights import synth_state_dict  # the fixtures' own weight recipe, read from ../shared
+    from synth_weights import synth_state_dict  # the fixtures' own weight recipe
 
     manifest = json.loads((parity / "manifests" / f"{name}.json").read_text())
     state = synth_state_dict(manifest, salt, dict(np.load(parity / "bn_stats" / f"{name}.npz")))

@@ -17,9 +17,9 @@ first pulls its batch from the real grain loader (worker processes as `--workers
 random 2448x2448 JPEGs, so host-side decoding and resizing count too.
 
 The original (PyTorch MagNet `train.py`, DeepGlobe, this project's 2-core CPU) trains the
-refiner at 2 samples per 13.7 s (0.146 samples/s); the target (issue 14) is >= 2x that. The
+refiner at 2 samples per 13.7 s (0.146 samples/s); the project's target is >= 2x that. The
 allocator mode is `tuned`, as `--mode=train`, and the freed heap is handed back between the two kinds
-of step, as the training loop does where its workload changes (magnet_jax/runtime.py;
+of step, as the training loop does where its workload changes (magnet_jax/allocator.py;
 MAGNET_JAX_ALLOCATOR=bounded reproduces the trimmed heap that re-faults every step).
 """
 
@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from magnet_jax.runtime import configure_allocator, heap_guard_releases, release_heap  # noqa: E402
+from magnet_jax.allocator import configure_allocator, heap_guard_releases, release_heap  # noqa: E402
 
 allocator = configure_allocator()  # as main.py (MAGNET_JAX_ALLOCATOR overrides)
 
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
             "samples_per_s": round(args.batch / med, 4),
             "cpu_s_per_step": round(statistics.median(cpu), 3),  # steadier than step_s on a shared CPU
             "allocator": allocator,
-            "heap_guard_releases": heap_guard_releases(),  # so far in this process (runtime.start_heap_guard)
+            "heap_guard_releases": heap_guard_releases(),  # so far in this process (allocator.start_heap_guard)
         }
         if kind == "refiner":
             row["frozen_conv"] = args.frozen_conv

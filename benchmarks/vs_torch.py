@@ -16,16 +16,17 @@ cityscapes_2stage_full, 5 HRNet18+OCR and 4 refiner passes at 128x256 (1 + 4 pat
 is a measured lower bound of the original's time per image on this CPU: its other steps (OpenCV
 resizes, RoI Align, median filter, point sampling) only add. For deepglobe_full, `original_est_s`
 scales it by the share the models had in the original's own measured time on the reference CPU
-(issue 14: 44.3 s per image, its models 21 x 518 + 20 x 1171 ms there): an estimate, marked as such.
+(44.3 s per image, its models 21 x 518 + 20 x 1171 ms there): an estimate, marked as such.
 
 Each framework runs in a process of its own (`--worker`), in alternating rounds: a torch process
 per torch heap times the torch models, then a magnet-jax process its models (`direct` and `auto`),
 then, with `--pipeline`, a magnet-jax process each case's whole image; medians over all rounds. In
 one shared process torch's idle threads slowed XLA's models ~1.3x, which is why they are kept apart.
 The torch heap: `system` is glibc's default, as the original runs; `tuned` is magnet-jax's allocator
-setting (`magnet_jax/runtime.py`), which spares torch's page zeroing too (the faster, conservative
+setting (`magnet_jax/allocator.py`), which spares torch's page zeroing too (the faster, conservative
 side for the lower bound). magnet-jax's processes always run with its own setting.
-Needs torch (requirements-dev.txt) and the parity fixtures (`$MAGNET_SHARED`, default ../shared).
+Needs torch (requirements-dev.txt) and the parity fixtures (`$MAGNET_SHARED/parity`, default `shared/parity`
+beside the repository folder).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from inference import CASES as PIPELINE_CASES  # noqa: E402
 from inference import ORIGINAL_S  # noqa: E402
 
-from magnet_jax.runtime import configure_allocator  # noqa: E402
+from magnet_jax.allocator import configure_allocator  # noqa: E402
 
 # The original's model passes per image, (backbone, refiner): 1 + 4 + 16 and 1 + 4 patches.
 PASSES = {"deepglobe_full": (21, 20), "cityscapes_2stage_full": (5, 4)}
@@ -59,7 +60,7 @@ def _case(name: str) -> tuple:
 
 
 CASES = {name: _case(name) for name in PASSES}
-# One pass of each DeepGlobe model of the original on the reference CPU (issue 14, benchmarks/models.py);
+# One pass of each DeepGlobe model of the original on the reference CPU (benchmarks/models.py);
 # cityscapes' models were not timed there, so it gets the lower bound only.
 REFERENCE_FPN_MS, REFERENCE_REFINER_MS = 518.0, 1171.0
 

@@ -19,7 +19,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from magnet_jax.data.archives import extract_once  # noqa: E402
-from magnet_jax.data.errors import DataError, MissingDataError, download_hint, first_few  # noqa: E402
+from magnet_jax.data.datasets import download_hint  # noqa: E402
+from magnet_jax.data.errors import DataError, MissingDataError, first_few  # noqa: E402
 from magnet_jax.data.lists import write_file_list  # noqa: E402
 
 ZIPS = {"leftImg8bit_trainvaltest.zip": "leftImg8bit", "gtFine_trainvaltest.zip": "gtFine"}
@@ -33,7 +34,7 @@ def unzip(zips_dir: str, root: str) -> None:
     if missing:
         raise MissingDataError(f"missing in {zips_dir!r}: {', '.join(missing)}. {download_hint('cityscapes')}")
     for name, folder in ZIPS.items():
-        extract_once(os.path.join(zips_dir, name), root, folder, "cityscapes")
+        extract_once(os.path.join(zips_dir, name), root, folder, download_hint("cityscapes"))
 
 
 def list_split(root: str, split: str) -> list[tuple[str, str]]:

@@ -9,8 +9,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from magnet_jax.data.datasets import get_spec  # noqa: E402
-from magnet_jax.data.errors import DataError, MissingDataError, download_hint, first_few  # noqa: E402
+from magnet_jax.data.datasets import download_hint, get_spec  # noqa: E402
+from magnet_jax.data.errors import DataError, MissingDataError, first_few  # noqa: E402
 from magnet_jax.data.lists import read_file_list  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +29,10 @@ def read_lists(list_dir: str, splits, dataset: str) -> dict[str, list[tuple[str,
     """{split: [(image, label) relative paths]} of `<list_dir>/<split>.txt`, files not checked yet."""
     out = {}
     for split in splits:
-        pairs = read_file_list(os.path.join(list_dir, f"{split}.txt"), list_dir, dataset=dataset, check_files=False)
+        try:
+            pairs = read_file_list(os.path.join(list_dir, f"{split}.txt"), list_dir, check_files=False)
+        except MissingDataError as e:
+            raise MissingDataError(f"{e} {download_hint(dataset)}") from None
         out[split] = [(os.path.relpath(i, list_dir), os.path.relpath(lb, list_dir)) for i, lb in pairs]
     return out
 

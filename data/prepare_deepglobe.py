@@ -29,8 +29,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import prepare_common as common  # noqa: E402
 
 from magnet_jax.data.archives import extract_once  # noqa: E402
+from magnet_jax.data.datasets import download_hint  # noqa: E402
 from magnet_jax.data.datasets.deepglobe import STANDARD_COUNTS  # noqa: E402
-from magnet_jax.data.errors import DataError, MissingDataError, download_hint, first_few  # noqa: E402
+from magnet_jax.data.errors import DataError, MissingDataError, first_few  # noqa: E402
 from magnet_jax.data.lists import write_file_list  # noqa: E402
 
 SPLITS = ("train", "val", "test")
@@ -39,7 +40,7 @@ FOLDER = "land-train"
 
 
 def unzip(zip_path: str, root: str) -> None:
-    names = extract_once(zip_path, root, FOLDER, "deepglobe")
+    names = extract_once(zip_path, root, FOLDER, download_hint("deepglobe"))
     if names is None:
         return
     # Some copies of the zip hold the files at the top level instead of inside land-train/.

@@ -36,8 +36,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import prepare_common as common  # noqa: E402
 
+from magnet_jax.data.datasets import download_hint  # noqa: E402
 from magnet_jax.data.datasets.gleason import GRADE_TO_CLASS  # noqa: E402
-from magnet_jax.data.errors import DataError, MissingDataError, download_hint, first_few  # noqa: E402
+from magnet_jax.data.errors import DataError, MissingDataError, first_few  # noqa: E402
 from magnet_jax.preprocess import decode_image_file, write_image  # noqa: E402
 
 SPLITS = ("train", "val")

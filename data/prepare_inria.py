@@ -28,7 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import prepare_common as common  # noqa: E402
 
 from magnet_jax.data.archives import extract_once  # noqa: E402
-from magnet_jax.data.errors import DataError, MissingDataError, download_hint  # noqa: E402
+from magnet_jax.data.datasets import download_hint  # noqa: E402
+from magnet_jax.data.errors import DataError, MissingDataError  # noqa: E402
 from magnet_jax.preprocess import decode_image_file  # noqa: E402
 
 SPLITS = ("train", "val", "test")
@@ -36,7 +37,7 @@ FOLDER = "AerialImageDataset"
 
 
 def unzip(zip_path: str, root: str) -> None:
-    if extract_once(zip_path, root, FOLDER, "inria") is None:
+    if extract_once(zip_path, root, FOLDER, download_hint("inria")) is None:
         return
     if not os.path.isdir(os.path.join(root, FOLDER)):
         raise DataError(f"{zip_path!r} holds no {FOLDER}/ folder: is it the Inria Aerial download?")

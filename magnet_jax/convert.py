@@ -65,9 +65,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from magnet_jax.runtime import configure_allocator
+    from magnet_jax.allocator import configure_allocator
 
-    configure_allocator()  # JAX is imported but has not allocated yet (see magnet_jax.runtime)
+    configure_allocator()  # JAX is imported but has not allocated yet (see magnet_jax.allocator)
     args = _parser().parse_args(argv)
     try:
         out = convert_checkpoint(args.input, args.output, args.model, args.num_classes, overwrite=args.overwrite)

@@ -165,17 +165,6 @@ def overall_score(conf: np.ndarray, classes: Sequence[int] | None, metric: str, 
     return float(iou_per_class(conf)[k]) if conf.sum() else 0.0
 
 
-def miou_classes(config) -> list[int]:
-    """Compatibility shim (remove with its last caller, `inference/evaluate.py`): the registry's mIoU classes.
-
-    Resolved by `magnet_jax.data.dataset_spec(config).miou_classes`, the one home of that rule. Looked up at
-    call time through importlib on purpose: metrics sits below data, and this shim must not import upward.
-    """
-    import importlib
-
-    return list(importlib.import_module("magnet_jax.data").dataset_spec(config).miou_classes)
-
-
 class ConfusionMatrix:
     """Accumulates confusion matrices over images; `update` returns the image's own matrix."""
 

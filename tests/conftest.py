@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from magnet_jax.runtime import configure_allocator
+from magnet_jax.allocator import configure_allocator
 
-# As the entry points do, before JAX allocates (tests/test_runtime.py checks the outputs are bit-identical).
+# As the entry points do, before JAX allocates (tests/test_allocator.py checks the outputs are bit-identical).
 configure_allocator("bounded")  # many different workloads in one process: a bounded heap
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@
 Checkpoints are written here with torch.save from the synthetic weights of the parity
 fixtures, exactly as the original's scripts write them: backbones as the training
 wrapper's state dict (`model.` prefix + `loss.criterion.weight`), refiners as plain
-state dicts. Outputs are compared with the original's (../shared/parity/modules).
+state dicts. Outputs are compared with the original's (the parity fixtures' `modules/`).
 """
 
 from __future__ import annotations

@@ -10,9 +10,7 @@ import pytest
 from magnet_jax import metrics
 from magnet_jax.config import default_config
 from magnet_jax.data import DATASET_NAMES, DataError, build_source, dataset_spec, get_spec, make_label_decoder
-from magnet_jax.data.datasets import REGISTRY
-from magnet_jax.data.errors import DOWNLOAD_HINTS, download_hint
-from magnet_jax.visualization.pictures import palette_for_config
+from magnet_jax.data.datasets import REGISTRY, download_hint
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = {"cityscapes": 19, "deepglobe": 7, "gleason": 5, "inria": 2, "synthetic": 5, "custom": 3}
@@ -31,16 +29,15 @@ def _config(name: str, **data):
 
 def test_every_dataset_resolves_to_a_consistent_spec():
     assert DATASET_NAMES == ("cityscapes", "deepglobe", "gleason", "inria", "synthetic", "custom")
-    assert set(DOWNLOAD_HINTS) == set(DATASET_NAMES)  # errors' hints are the registry's
     for name in DATASET_NAMES:
         ds = dataset_spec(_config(name))
         n = NUM_CLASSES[name]
         assert ds.name == name and ds.num_classes == n and len(ds.class_names) == n
         assert ds.palette.shape == (n, 3) and ds.palette.dtype == np.uint8
-        np.testing.assert_array_equal(palette_for_config(_config(name)), ds.palette)  # pictures read the registry
         assert all(0 <= k < n for k in ds.miou_classes)
         metrics.parse_metric(ds.metric, n)
-        assert download_hint(name).startswith(get_spec(name).download_hint)
+        assert download_hint(name) == get_spec(name).download_hint + " Nothing is downloaded automatically."
+    assert download_hint("mine") == download_hint("custom")  # a name the registry does not hold
 
 
 def test_defaults_per_dataset():
@@ -62,7 +59,6 @@ def test_defaults_per_dataset():
 def test_deepglobe_empty_miou_classes_means_1_to_6_everywhere():
     c = _config("deepglobe", miou_classes="")
     assert dataset_spec(c).miou_classes == (1, 2, 3, 4, 5, 6)
-    assert metrics.miou_classes(c) == [1, 2, 3, 4, 5, 6]  # the old name reads the registry
     assert dataset_spec(c).protocol("test")["classes_averaged"] == [1, 2, 3, 4, 5, 6]
     assert dataset_spec(_config("deepglobe", miou_classes="0,1")).miou_classes == (0, 1)
 
@@ -119,3 +115,12 @@ def test_protocol_names_split_list_checksum_classes_and_metric(tmp_path):
     assert p["list"] == "tfds:cityscapes/semantic_segmentation[validation]" and p["standard_split"] is True
     p = dataset_spec(_config("synthetic", root="")).protocol("val", workdir=str(tmp_path))
     assert p["list"] == str(tmp_path / "synthetic_data" / "val.txt") and p["list_sha256"] is None
+
+
+def test_missing_data_ends_with_the_registry_hint_once(tmp_path):
+    c = _config("deepglobe", root=str(tmp_path / "absent"))
+    with pytest.raises(DataError) as e:
+        build_source(c, "train")
+    msg = str(e.value)
+    assert msg.startswith(f"dataset folder '{tmp_path / 'absent'}' (config.data.root) does not exist. ")
+    assert msg.endswith(download_hint("deepglobe")) and msg.count("Nothing is downloaded") == 1

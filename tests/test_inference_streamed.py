@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from magnet_jax.allocator import release_heap
 from magnet_jax.data.synthetic import generate_sample
 from magnet_jax.inference.host_maps import HostMap, ScaledImage
 from magnet_jax.inference.outputs import save_prediction
@@ -99,6 +100,24 @@ def test_streamed_equals_whole_image_prediction(small_case):
     _, plan, mem, _, res = small_case
     assert res.labels.path is not None  # the maps went through files (ram_bytes=0)
     _check_same(plan, mem, res)
+
+
+def test_after_tile_hook_runs_once_per_tile_and_pass_without_changing_results(small_case):
+    """The entry points' allocator hook (commands pass `allocator.release_heap`) runs after every tile of the
+    refine and write passes; the pixels are those of the run without it."""
+    image, plan, _, _, res = small_case
+    calls = []
+    options = StreamOptions(mode="on", tile_patches=2, ram_bytes=0, after_tile=lambda: calls.append(release_heap()))
+    hooked = MagNetPredictor(plan, *_models(), stream=options).predict(image, keep_labels=True)
+    try:
+        tiles = StageTiling(plan.stages[0], plan, 2, plan.input_hw).tiles
+        assert len(plan.stages) == 1 and len(calls) == 2 * len(tiles) == 8  # 2x2 tiles, refine and write passes
+        for a, b in zip(hooked.stages, res.stages, strict=True):
+            h, w = a.size_hw
+            np.testing.assert_array_equal(a.argmax.read(0, h, 0, w), b.argmax.read(0, h, 0, w))
+        assert [s.points for s in hooked.stages] == [s.points for s in res.stages]
+    finally:
+        hooked.close()
 
 
 def test_tiled_bfloat16_agrees_with_whole_image_bfloat16():

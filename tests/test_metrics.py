@@ -61,19 +61,6 @@ def test_overall_scores_miou_fwiou_and_one_class_iou():
         metrics.parse_metric("dice", 3)
 
 
-def test_miou_classes_shim_reads_the_registry():
-    c = default_config()
-    c.data.name, c.data.num_classes, c.data.miou_classes = "deepglobe", 7, ""
-    assert metrics.miou_classes(c) == [1, 2, 3, 4, 5, 6]
-    c.data.name, c.data.num_classes = "cityscapes", 19
-    assert metrics.miou_classes(c) == list(range(19))
-    c.data.miou_classes = "2,3"
-    assert metrics.miou_classes(c) == [2, 3]
-    c.data.miou_classes = "2,30"
-    with pytest.raises(ValueError, match="miou_classes"):
-        metrics.miou_classes(c)
-
-
 def test_accumulator_and_table():
     acc = metrics.ConfusionMatrix(3, 255, [1, 2])
     acc.update(np.array([0, 1, 2, 2]), np.array([0, 1, 2, 1]))

@@ -59,7 +59,7 @@ def _open(config, split: str, workdir: str | Path, dataset):
     if dataset.source != "file_list" or not os.path.isfile(listed) or not os.path.isdir(str(config.data.root)):
         return None, problem
     try:
-        pairs = read_file_list(listed, str(config.data.root), dataset=dataset.name, check_files=False)
+        pairs = read_file_list(listed, str(config.data.root), check_files=False)
     except DataError:
         return None, problem
     if not any(os.path.isfile(p) for pair in pairs for p in pair):

@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from magnet_jax.allocator import release_heap
+
 if TYPE_CHECKING:
     from magnet_jax.data import ResolvedDataset
     from magnet_jax.data.sample_spec import BackboneSampleSpec
@@ -54,7 +56,8 @@ def check_config(config, mode: str = "train") -> Checked:
     check_model_name(str(config.model.backbone), BACKBONE, "config.model.backbone")
     check_model_name(str(config.model.refiner), REFINER, "config.model.refiner")
     plan = plan_from_config(config)  # ValueError naming the config.magnet field
-    stream = StreamOptions.from_config(config)
+    # Freed per-tile buffers go back to the OS after each tile: allocator tuning belongs to the entry points.
+    stream = StreamOptions.from_config(config, after_tile=release_heap)
     if str(config.data.eval_split) not in SPLITS:
         raise ValueError(f"config.data.eval_split: expected one of {', '.join(SPLITS)}, got {config.data.eval_split!r}")
     check_ignore_label(config.data.ignore_label)

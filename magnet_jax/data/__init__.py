@@ -25,15 +25,9 @@ from magnet_jax.data.pipelines import make_eval_iterator, make_train_loader, sam
 from magnet_jax.data.sources import FileListSource, Source
 from magnet_jax.data.transforms import backbone_sample, eval_sample, patch_grid, refiner_pair, scale_patches
 
-# Compatibility shims (old names; remove once no caller uses them): `dataset_info(config)` was data/info.py's
-# resolver, `DatasetInfo` its result; both are the registry's now (same fields, plus palette, metric, protocol).
-dataset_info = dataset_spec
-DatasetInfo = ResolvedDataset
-
 __all__ = [
     "DATASET_NAMES",
     "DataError",
-    "DatasetInfo",
     "DatasetSpec",
     "FileListSource",
     "MissingDataError",
@@ -41,7 +35,6 @@ __all__ = [
     "Source",
     "backbone_sample",
     "build_source",
-    "dataset_info",
     "dataset_spec",
     "eval_sample",
     "get_spec",

@@ -13,18 +13,8 @@ class MissingDataError(DataError, FileNotFoundError):
     """A dataset folder, file list or listed file that does not exist."""
 
 
-# What to download for each dataset, and where to put it: filled from the dataset registry
-# (`magnet_jax.data.datasets`, each dataset file's `download_hint`) when the package is imported.
-# Kept here, as a plain table, so that errors raised anywhere below the registry can name it.
-DOWNLOAD_HINTS: dict[str, str] = {}
-
+# Closes every "what to download" hint (the registry's `download_hint`, added where a source is built).
 NOTHING_DOWNLOADED = "Nothing is downloaded automatically."
-
-
-def download_hint(name: str) -> str:
-    """What to download for dataset `name` (the custom dataset's hint for unknown names)."""
-    hint = DOWNLOAD_HINTS.get(name, DOWNLOAD_HINTS.get("custom", ""))
-    return (hint + " " if hint else "") + NOTHING_DOWNLOADED
 
 
 def first_few(items: Sequence[str], n: int = 5) -> str:

@@ -6,25 +6,22 @@ import hashlib
 import os
 from collections.abc import Iterable
 
-from magnet_jax.data.errors import DataError, MissingDataError, download_hint, first_few
+from magnet_jax.data.errors import DataError, MissingDataError, first_few
 
 
-def read_file_list(list_path: str, root: str, *, dataset: str = "custom", check_files: bool = True
-                   ) -> list[tuple[str, str]]:
+def read_file_list(list_path: str, root: str, *, check_files: bool = True) -> list[tuple[str, str]]:
     """Reads a list -> [(image path, label path)] joined with `root`.
 
     Raises before any work starts: `MissingDataError` when the root folder, the list or any listed
-    file is missing (how many, the first few, and what to download); `DataError` for an empty list
-    or a malformed line (line number and content).
+    file is missing (how many, the first few; the registry's `build_source` adds what to download);
+    `DataError` for an empty list or a malformed line (line number and content).
     """
     if not os.path.isdir(root):
-        raise MissingDataError(
-            f"dataset folder {root!r} (config.data.root) does not exist. {download_hint(dataset)}"
-        )
+        raise MissingDataError(f"dataset folder {root!r} (config.data.root) does not exist.")
     if not os.path.isfile(list_path):
         raise MissingDataError(
             f"file list {list_path!r} does not exist. Lists hold one `image<TAB>label` line per sample, "
-            f"paths relative to {root!r}. {download_hint(dataset)}"
+            f"paths relative to {root!r}."
         )
     pairs: list[tuple[str, str]] = []
     with open(list_path, encoding="utf-8") as f:
@@ -46,7 +43,7 @@ def read_file_list(list_path: str, root: str, *, dataset: str = "custom", check_
         if missing:
             raise MissingDataError(
                 f"{len(missing)} of the {2 * len(pairs)} files listed in {list_path!r} are missing "
-                f"(root {root!r}): {first_few(missing)}. {download_hint(dataset)}"
+                f"(root {root!r}): {first_few(missing)}."
             )
     return pairs
 

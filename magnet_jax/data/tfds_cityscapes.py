@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from magnet_jax.data.errors import DataError, MissingDataError, download_hint
+from magnet_jax.data.errors import DataError, MissingDataError
 from magnet_jax.data.labels import IdLabelDecoder
 from magnet_jax.data.sources import Source
 
@@ -39,18 +39,15 @@ def prepare(data_dir: str, manual_dir: str | None) -> Any:
     if not manual_dir:
         raise MissingDataError(
             f"TFDS {BUILDER} is not prepared in {data_dir!r} and config.data.tfds_manual_dir is not set: put "
-            f"{' and '.join(ZIPS)} in a folder and set config.data.tfds_manual_dir to it. "
-            + download_hint("cityscapes")
+            f"{' and '.join(ZIPS)} in a folder and set config.data.tfds_manual_dir to it."
         )
     if not os.path.isdir(manual_dir):
-        raise MissingDataError(
-            f"config.data.tfds_manual_dir {manual_dir!r} does not exist. " + download_hint("cityscapes")
-        )
+        raise MissingDataError(f"config.data.tfds_manual_dir {manual_dir!r} does not exist.")
     missing = [z for z in ZIPS if not os.path.isfile(os.path.join(manual_dir, z))]
     if missing:
         raise MissingDataError(
             f"{len(missing)} Cityscapes zip(s) missing from config.data.tfds_manual_dir {manual_dir!r}: "
-            f"{', '.join(missing)}. " + download_hint("cityscapes")
+            f"{', '.join(missing)}."
         )
     builder.download_and_prepare(
         download_dir=os.path.join(data_dir, "downloads"),

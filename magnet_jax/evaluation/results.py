@@ -66,7 +66,7 @@ def build_results(
     views = {"coarse": stage_matrices[0], "refined": stage_matrices[-1]}
     if patch_matrix is not None:
         views["patch"] = patch_matrix
-    absent = getattr(dataset, "absent_classes", "zero")  # the benchmark scorer's rule (metrics.ABSENT_RULES)
+    absent = dataset.absent_classes  # the benchmark scorer's rule (metrics.ABSENT_RULES)
     miou = {k: mean_iou(m, classes, absent) for k, m in views.items()}
     miou["stages"] = [mean_iou(m, classes, absent) for m in stage_matrices]
     overall = {k: overall_score(m, classes, metric, absent) for k, m in views.items()}

@@ -45,7 +45,7 @@ def sweep_table(rows: Sequence[dict]) -> str:
         src = rows[0].get("peak_memory_source", "")
         lines.append("")
         lines.append(f"{rows[0]['num_images']} images per point; peak memory: {src} (on CPU it includes heap kept "
-                     "from earlier points: the tuned allocator keeps freed memory, magnet_jax/runtime.py).")
+                     "from earlier points: the tuned allocator keeps freed memory, magnet_jax/allocator.py).")
     return "\n".join(lines) + "\n"
 
 

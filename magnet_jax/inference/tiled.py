@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -63,6 +64,9 @@ class StreamOptions:
     work_dir: str | None = None  # where the stage map files go (default: the system temporary folder)
     preview_max: int = 2048  # longest side of the preview pictures
     ram_bytes: int = 64 << 20  # stage maps up to this size stay in RAM, larger ones go to files
+    # called after each tile, once its buffers are dropped: the entry point's allocator hook (main.py's commands
+    # pass `allocator.release_heap`: freed per-tile buffers fragment the tuned heap, +16% peak RSS at 10k px)
+    after_tile: Callable[[], None] | None = None
 
     def __post_init__(self):
         check_choice(self.mode, STREAM_MODES, "magnet.streamed")
@@ -124,6 +128,7 @@ def predict_tiled(
             plan, predictor.mesh, refine_fns[i], predictor.backbone_state, predictor.refiner_state(i),
             ScaledImage(source, st.scale_wh, pyramid=opts.pyramid), np.dtype(opts.store_dtype), folder, preview_hw,
             opts.ram_bytes, opts.progress, None if mask is None else patches_with_tissue(mask, st.boxes, st.size_hw),
+            opts.after_tile,
         )  # fmt: skip
         tiling = StageTiling(st, plan, opts.tile_patches or tile_patches_for(
             plan.crop_wh[::-1], plan.num_classes, st.size_hw, opts.memory_budget_mb, np.dtype(opts.store_dtype).itemsize

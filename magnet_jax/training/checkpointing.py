@@ -1,10 +1,14 @@
 """Training checkpoints: orbax `CheckpointManager` in `WORKDIR/checkpoints/RUN`.
 
-Each step folder holds three items:
+Each step folder `RUN/STEP/` holds three items and, for validated steps, the manager's metrics:
 - `state`: the `TrainState` (parameters, BatchNorm statistics, dropout RNG streams as
   raw key data, optimizer state, step) via `StandardSave`;
 - `data`: the data iterator's position (grain's orbax handler, one file per process);
-- `meta`: JSON describing what is trained (model, classes, target, stage, epoch, ...).
+- `meta`: JSON describing what is trained (model, classes, target, stage, epoch, ...);
+- `metrics/metrics`: JSON `{"miou": ...}`, the validation mIoU that picks the best checkpoint
+  (written by the `CheckpointManager` when `save` gets `miou`; absent in steps not validated).
+A plain orbax manager restores `state` and `meta` when given those item names
+(docs/training_and_checkpoints.md); `data` needs grain's handler.
 
 Kept: the last `keep` checkpoints plus the best by validation mIoU (checkpoints saved
 with `metrics={"miou": ...}`). Orbax writes every checkpoint into a temporary folder

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from magnet_jax.runtime import release_heap
+from magnet_jax.allocator import release_heap
 from magnet_jax.sharding import shard_batch
 from magnet_jax.training import metric_log as tlog
 from magnet_jax.training.checkpointing import TrainCheckpointer, check_resume_meta
@@ -138,7 +138,7 @@ class TrainLoop:
             self.logger.close()
             return self.state
         progress = tlog.Progress(self.total, start, self.run, enabled=self.spec.progress)
-        # The heap is never trimmed by itself (runtime.py, `tuned`): steps reuse their pages; it is
+        # The heap is never trimmed by itself (allocator.py, `tuned`): steps reuse their pages; it is
         # handed back where the workload changes (here, around validation, at the end).
         release_heap()
         epoch_acc: dict[str, Any] = {}

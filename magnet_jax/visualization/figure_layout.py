@@ -1,4 +1,4 @@
-"""Layout helpers of `figures.py`: a titled, legended, captioned grid of image panels (matplotlib, no pyplot).
+"""Layout functions of `figures.py`: a titled, legended, captioned grid of image panels (matplotlib, no pyplot).
 
 A figure is three stacked subfigures (title and class legend / the panels / the caption), so that
 neither the legend nor a long caption ever overlaps the panels, whatever their number.

@@ -265,7 +265,7 @@ def stage_figures(result, plan, image: np.ndarray, class_names: Sequence[str], p
             resize_image(image, st.scale_wh), s.argmax, class_names, palette,
             uncertainty=np.asarray(s.uncertainty), error=None if s.error is None else np.asarray(s.error),
             boxes=np.asarray(st.crops_px), selected=s.selected,
-            refined=None if getattr(s, "refined", None) is None else np.asarray(s.refined),
+            refined=None if s.refined is None else np.asarray(s.refined),
             title=f"Stage {s.index}: refinement at {st.scale_wh[0]}x{st.scale_wh[1]}",
             caption=stage_caption(s.index, st.scale_wh, st.n_total, st.k, s.points),
         ))  # fmt: skip

@@ -18,7 +18,6 @@ __all__ = [
     "default_palette",
     "heatmap",
     "overlay",
-    "palette_for_config",
     "save_png",
     "side_by_side",
 ]
@@ -29,13 +28,6 @@ def default_palette(num_classes: int) -> np.ndarray:
     from magnet_jax.data.datasets.base import default_palette as palette
 
     return palette(num_classes)
-
-
-def palette_for_config(config) -> np.ndarray:
-    """The dataset's class colours `[n, 3]` uint8 (RGB), from the dataset registry (`magnet_jax.data.dataset_spec`)."""
-    from magnet_jax.data import dataset_spec
-
-    return dataset_spec(config).palette.copy()
 
 
 def colorize(

@@ -1,4 +1,4 @@
-"""Child process of tests/test_runtime.py: the allocator setting as an entry point applies it, then one
+"""Child process of tests/test_allocator.py: the allocator setting as an entry point applies it, then one
 parity pipeline (tests/test_inference_pipelines.py's run_case), its per-stage outputs saved to an .npz.
 
     python tests/helpers/pipeline_child.py CASE OUT.npz     # MAGNET_JAX_ALLOCATOR decides the allocator
@@ -12,7 +12,7 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS.parent), str(TESTS)]
 
-from magnet_jax.runtime import configure_allocator  # noqa: E402
+from magnet_jax.allocator import configure_allocator  # noqa: E402
 
 MODE = configure_allocator()  # before JAX allocates, as main.py does
 

@@ -9,10 +9,9 @@ A new dataset is one file declaring `SPEC` plus one line in `REGISTRY` (see CONT
 
 from __future__ import annotations
 
-from magnet_jax.data import errors
 from magnet_jax.data.datasets import cityscapes, custom, deepglobe, gleason, inria, synthetic
 from magnet_jax.data.datasets.base import DatasetSpec, ResolvedDataset, default_palette
-from magnet_jax.data.errors import DataError
+from magnet_jax.data.errors import NOTHING_DOWNLOADED, DataError, MissingDataError
 from magnet_jax.data.labels import GENERIC_FORMATS, ColorLabelDecoder, IdLabelDecoder, generic_decoder
 from magnet_jax.data.labels import parse_color_table as _parse_color_table
 from magnet_jax.data.sources import SPLITS, Source, list_path_for
@@ -22,7 +21,6 @@ REGISTRY: dict[str, DatasetSpec] = {
     s.name: s for s in (cityscapes.SPEC, deepglobe.SPEC, gleason.SPEC, inria.SPEC, synthetic.SPEC, custom.SPEC)
 }
 DATASET_NAMES = tuple(REGISTRY)
-errors.DOWNLOAD_HINTS.update({name: spec.download_hint for name, spec in REGISTRY.items()})
 SOURCE_KINDS = ("file_list", "tfds", "synthetic")
 MAX_CLASSES = 255  # labels are uint8 images: ids 0..254 for classes, 255 free for the ignore label
 
@@ -33,6 +31,7 @@ __all__ = [
     "ResolvedDataset",
     "build_source",
     "dataset_spec",
+    "download_hint",
     "get_spec",
     "label_formats",
     "make_label_decoder",
@@ -45,6 +44,11 @@ def get_spec(name: str) -> DatasetSpec:
     if spec is None:
         raise DataError(f"config.data.name: expected one of {', '.join(DATASET_NAMES)}, got {name!r}")
     return spec
+
+
+def download_hint(name: str) -> str:
+    """What to download for dataset `name` and where to put it (the custom dataset's hint for other names)."""
+    return f"{REGISTRY.get(str(name), REGISTRY['custom']).download_hint} {NOTHING_DOWNLOADED}"
 
 
 def label_formats() -> tuple[str, ...]:
@@ -157,7 +161,8 @@ def build_source(config, split: str, *, workdir: str | None = None, root: str | 
       `<workdir>/synthetic_data`, then read through its file lists `<folder>/{split}.txt`.
 
     Every listed file's existence is checked, and the first `validate` samples are read and decoded,
-    so a broken dataset fails here, before any work starts.
+    so a broken dataset fails here, before any work starts; missing data is a MissingDataError that ends
+    with what to download (`download_hint`).
     """
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -170,6 +175,9 @@ def build_source(config, split: str, *, workdir: str | None = None, root: str | 
             f"it has: {', '.join(spec.sources)}"
         )
     decoder = make_label_decoder(config) if ds.source != "synthetic" else None
-    source = builder(config, split, root=root, workdir=workdir, decoder=decoder)
+    try:
+        source = builder(config, split, root=root, workdir=workdir, decoder=decoder)
+    except MissingDataError as e:  # the sources name what is missing; the dataset knows what to download
+        raise MissingDataError(f"{e} {download_hint(ds.name)}") from None
     source.validate(range(min(int(validate), len(source))))
     return source

@@ -40,7 +40,7 @@ def default_palette(num_classes: int) -> np.ndarray:
 def file_list_source(config, split: str, *, root: str | None, workdir: str | None, decoder) -> Source:
     """`config.data.{split}_list` read relative to `root` (default `config.data.root`), decoded with `decoder`."""
     del workdir
-    pairs = read_file_list(list_path_for(config, split), root or str(config.data.root), dataset=str(config.data.name))
+    pairs = read_file_list(list_path_for(config, split), root or str(config.data.root))
     return FileListSource(pairs, decoder)
 
 

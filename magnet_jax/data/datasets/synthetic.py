@@ -39,7 +39,7 @@ def synthetic_source(config, split: str, *, root, workdir, decoder) -> Source:
         )
     check_num_classes(int(config.data.num_classes))
     synthetic_folder.ensure_dataset(folder, config.data.synthetic)
-    pairs = read_file_list(os.path.join(folder, f"{split}.txt"), folder, dataset="synthetic")
+    pairs = read_file_list(os.path.join(folder, f"{split}.txt"), folder)
     return FileListSource(pairs, synthetic.label_decoder())
 
 

@@ -1,4 +1,4 @@
-"""Process-wide runtime settings for the entry points; imports nothing heavy (no JAX).
+"""The glibc allocator settings of the entry points and heap release; imports nothing heavy (no JAX).
 
 XLA's CPU backend allocates its large buffers per execution. With glibc's defaults every buffer
 above the mmap threshold is a fresh `mmap`, unmapped again when freed, so each forward pass
@@ -23,7 +23,7 @@ The refiner step: 29-37 s tuned vs 81-91 s when every step re-faults its 16 GB
 (the `bounded` mode: the heap top trimmed above 2 GiB, still selectable, and the test suite's mode,
 whose one process runs many different workloads).
 
-    from magnet_jax.runtime import configure_allocator
+    from magnet_jax.allocator import configure_allocator
     configure_allocator()             # first thing in a command, before JAX allocates anything
     configure_allocator("bounded")    # many different workloads in one process (the tests)
 
@@ -133,8 +133,10 @@ def configure_allocator(default: str = "tuned") -> str:
 def release_heap() -> None:
     """Hands the freed heap memory back to the OS (glibc's `malloc_trim(0)`; a no-op elsewhere).
 
-    Where a process's workload changes (a stream's tile, validation inside training), so that the
-    next program starts from the live memory instead of the last one's fragments."""
+    Where a process's workload changes, so that the next program starts from the live memory instead of
+    the last one's fragments. Algorithms do not call it; the callers decide: the training loop between
+    its phases, the commands after each tile of tiled inference (the `StreamOptions.after_tile` hook),
+    the heap guard near the memory limit."""
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
 

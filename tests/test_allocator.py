@@ -1,4 +1,4 @@
-"""The allocator setting of the entry points (magnet_jax/runtime.py): it stops the page faults of
+"""The allocator setting of the entry points (magnet_jax/allocator.py): it stops the page faults of
 repeated large allocations, it can be turned off, and it leaves the pipeline's output bit-identical."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from magnet_jax.runtime import ALLOCATOR_ENV, allocator_mode
+from magnet_jax.allocator import ALLOCATOR_ENV, allocator_mode
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -19,7 +19,7 @@ REPO = TESTS.parent
 _FAULTS = """
 import resource, sys
 sys.path.insert(0, {repo!r})
-from magnet_jax.runtime import configure_allocator
+from magnet_jax.allocator import configure_allocator
 mode = configure_allocator()
 import numpy as np
 def faults():
@@ -64,7 +64,7 @@ def test_allocator_keeps_freed_memory_mapped():
 _TRIMMED = """
 import sys
 sys.path.insert(0, {repo!r})
-from magnet_jax.runtime import configure_allocator
+from magnet_jax.allocator import configure_allocator
 mode = configure_allocator({default!r})
 import numpy as np
 def rss_mb():
@@ -98,7 +98,7 @@ def test_bounded_mode_returns_a_freed_heap_top_tuned_keeps_it():
 _GUARD = """
 import sys, time
 sys.path.insert(0, {repo!r})
-from magnet_jax.runtime import configure_allocator, resident_bytes, start_heap_guard
+from magnet_jax.allocator import configure_allocator, resident_bytes, start_heap_guard
 mode = configure_allocator("bounded")  # glibc settings as tuned (holes are never trimmed), without its guard
 import numpy as np
 hole = np.ones(2**26 + 2**25)  # 768 MiB

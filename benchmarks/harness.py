@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: device selection, the measured compute peak, device memory.
+"""The benchmarks' harness: device selection, the measured compute peak, device memory.
 
 `select_device("gpu")` must run before JAX is imported (it sets `JAX_PLATFORMS` and turns XLA's GPU
 memory preallocation off, so that `memory_stats()["peak_bytes_in_use"]` is the run's real peak).
