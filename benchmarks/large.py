@@ -79,7 +79,7 @@ def run_one(args) -> dict:
     )
     backbone = build_model(args.model, n, seed=0)
     refiner = build_model("refinement", n, seed=1)
-    # after_tile: the freed tile buffers go back to the OS, as the commands set it (commands/predict.py)
+    # after_tile: the freed tile buffers go back to the OS, as the commands set it (commands/checks.py)
     options = StreamOptions(mode="on", tile_patches=args.tile_patches, store_dtype=args.store_dtype, work_dir=args.work,
                             memory_budget_mb=args.budget_mb, after_tile=release_heap)  # fmt: skip
     predictor = MagNetPredictor(plan, backbone, refiner, stream=options)
