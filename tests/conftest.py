@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.cli import run_main
+from helpers.shared import PARITY, REPO, SAMPLES, SHARED, synth_state_dict_builder
 
 from magnet_jax.runtime import configure_allocator
 
 # As the entry points do, before JAX allocates (tests/test_runtime.py checks the outputs are bit-identical).
 configure_allocator("bounded")  # many different workloads in one process: a bounded heap
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MAGNET_SHARED", REPO.parent / "shared"))
-PARITY = SHARED / "parity"
-SAMPLES = SHARED / "samples"
+__all__ = ["PARITY", "REPO", "SAMPLES", "SHARED", "run_main"]  # the tests' paths and runner live in helpers/
 
 
 @pytest.fixture(scope="session")
@@ -43,24 +40,7 @@ def ops_npz(parity_dir):
 @pytest.fixture(scope="session")
 def synth_state_dict(parity_dir):
     """synth_state_dict(manifest_name, salt='') -> {torch key: array} of the original's weights."""
-    sys.path.insert(0, str(parity_dir))
-    from synth_weights import synth_state_dict as synth
-
-    def build(name: str, salt: str = "") -> dict[str, np.ndarray]:
-        manifest = json.loads((parity_dir / "manifests" / f"{name}.json").read_text())
-        bn = dict(np.load(parity_dir / "bn_stats" / f"{name}.npz"))
-        return synth(manifest, salt, bn)
-
-    return build
-
-
-def run_main(args: list[str], cwd: Path | None = None, timeout: int = 900):
-    """`python main.py ARGS` in a subprocess, as a user runs it; returns the CompletedProcess."""
-    import subprocess
-
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, str(REPO / "main.py"), *args], cwd=cwd or REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return synth_state_dict_builder(parity_dir)
 
 
 @pytest.fixture(scope="session")

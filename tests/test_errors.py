@@ -15,9 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, run_main
 from helpers.cli import one_line_error as _one_line_error
+from helpers.cli import run_main, save_random_weights, weight_flags
 from helpers.cli import tree_hash as _tree_hash
+from helpers.shared import REPO
 
 TINY = str(REPO / "tests" / "configs" / "tiny.py")
 
@@ -166,20 +167,13 @@ def _deepglobe_list(root: Path, bad_label_at: int | None = None, n: int = 3) -> 
 
 @pytest.fixture(scope="module")
 def small_weights(tmp_path_factory) -> Path:
-    from magnet_jax.models import build_model
-    from magnet_jax.weights import save_model_weights
-
-    root = tmp_path_factory.mktemp("weights")
-    save_model_weights(build_model("small", 7), root / "backbone", model_name="small", num_classes=7)
-    save_model_weights(build_model("refinement", 7, seed=1), root / "refiner", model_name="refinement", num_classes=7)
-    return root
+    return save_random_weights(tmp_path_factory.mktemp("weights"), "small", 7)
 
 
 def _dg_flags(root: Path, weights: Path) -> list[str]:
     return ["--config", str(REPO / "configs" / "deepglobe.py"), f"--config.data.root={root}",
             f"--config.data.test_list={root / 'test.txt'}", "--config.model.backbone=small",
-            f"--config.checkpoint.backbone={weights / 'backbone'}",
-            f"--config.checkpoint.refiners={weights / 'refiner'}",
+            *weight_flags(weights),
             "--config.magnet.scales=32-32,64-64", "--config.magnet.crop_size=32-32",
             "--config.magnet.input_size=32-32"]  # fmt: skip
 
