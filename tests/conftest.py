@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -54,43 +53,6 @@ def smoke_run(tmp_path_factory) -> Path:
     return workdir
 
 
-# ----------------------------------------------------------------------------- the slow-test budget
-# `MAGNET_TEST_BUDGET_S=N` (what .ci/run sets): tests marked `slow` run after all the others, and each one
-# starts only while fewer than N - SLOW_TEST_MAX_S seconds have passed since the session began; the rest are
-# skipped, naming the budget. Unset, every test runs. `pytest -m slow` runs only the slow ones.
-BUDGET_ENV = "MAGNET_TEST_BUDGET_S"
-SLOW_TEST_MAX_S = 130.0  # the longest slow test on a 2-core CPU under -n 2 (the two-process training test)
-_SESSION_START = [0.0]
-
-
-def _budget_s() -> float | None:
-    raw = os.environ.get(BUDGET_ENV, "").strip()
-    if not raw:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        raise pytest.UsageError(f"{BUDGET_ENV}={raw!r}: expected a number of seconds") from None
-
-
-def pytest_sessionstart(session) -> None:
-    import time
-
-    _budget_s()  # a bad value is an error before any test runs
-    _SESSION_START[0] = time.monotonic()
-
-
 def pytest_collection_modifyitems(config, items) -> None:
-    # stable: the slow tests keep their order, after every other test
+    # stable: the slow tests keep their order, after every other test (a quick failure shows first)
     items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
-
-
-def pytest_runtest_setup(item) -> None:
-    import time
-
-    budget = _budget_s()
-    if budget is None or item.get_closest_marker("slow") is None:
-        return
-    spent = time.monotonic() - _SESSION_START[0]
-    if spent > budget - SLOW_TEST_MAX_S:
-        pytest.skip(f"slow test not started: {spent:.0f} s of the {budget:.0f} s {BUDGET_ENV} spent (pytest -m slow)")
