@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from helpers.cli import one_line_error as _one_line_error
 from helpers.cli import run_main, save_random_weights, weight_flags
 from helpers.cli import tree_hash as _tree_hash
+from helpers.multidevice import child_command, child_env
 from helpers.shared import REPO
 
 TINY = str(REPO / "tests" / "configs" / "tiny.py")
@@ -211,24 +211,14 @@ def test_truncated_jpeg_in_a_dataset_names_the_file(tmp_path):
     assert read_image(str(tmp_path / "ok.jpg")).shape == (40, 40, 3)
 
 
-WRITER = """
-import sys, numpy as np
-from magnet_jax.evaluation import write_json_atomic
-big = {"rows": np.arange(2_000_000).tolist()}
-print("ready", flush=True)
-while True:
-    write_json_atomic(sys.argv[1], big)
-"""
-
-
 def test_kill_during_results_write_leaves_the_old_file(tmp_path):
     from magnet_jax.evaluation import write_json_atomic
 
     path = tmp_path / "results.json"
     write_json_atomic(path, {"old": True})
-    env = dict(os.environ, PYTHONPATH=str(REPO))
     for delay in (0.05, 0.4, 1.1):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], env=env, stdout=subprocess.PIPE)
+        proc = subprocess.Popen(child_command("helpers.children:write_results_forever", path), env=child_env(),
+                                stdout=subprocess.PIPE)  # fmt: skip
         assert proc.stdout.readline().strip() == b"ready"
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
