@@ -63,18 +63,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_processes(argv: list[str], cwd: Path, processes: int = 2, devices_per_process: int = 1,
-                     timeout: int = 300) -> list[subprocess.CompletedProcess]:  # fmt: skip
-    """Runs `python ARGV` as processes 0 .. processes-1 of one jax.distributed job (the JAX_COORDINATOR_ADDRESS /
-    JAX_NUM_PROCESSES / JAX_PROCESS_ID variables `magnet_jax.sharding.maybe_initialize_distributed` reads);
-    waits for all of them (killing all when one overruns `timeout`)."""
+def start_processes(argvs: list[list[str]], cwd: Path | None = None,
+                    devices_per_process: int = 1) -> list[subprocess.Popen]:  # fmt: skip
+    """Starts `python ARGV` for each of `argvs` as processes 0 .. len-1 of one jax.distributed job (the
+    JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID variables that
+    `magnet_jax.sharding.maybe_initialize_distributed` reads), stdout and stderr piped as text."""
     address = f"localhost:{_free_port()}"
-    procs = [
+    return [
         subprocess.Popen([sys.executable, *argv], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=child_env(devices_per_process, JAX_COORDINATOR_ADDRESS=address,
-                                       JAX_NUM_PROCESSES=str(processes), JAX_PROCESS_ID=str(pid)))  # fmt: skip
-        for pid in range(processes)
+                                       JAX_NUM_PROCESSES=str(len(argvs)), JAX_PROCESS_ID=str(pid)))  # fmt: skip
+        for pid, argv in enumerate(argvs)
     ]
+
+
+def wait_processes(procs: list[subprocess.Popen], timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """Waits for every process (killing all of them when one overruns `timeout`); their outputs."""
     results = []
     for proc in procs:
         try:
@@ -85,6 +89,12 @@ def launch_processes(argv: list[str], cwd: Path, processes: int = 2, devices_per
             raise
         results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
     return results
+
+
+def launch_processes(argv: list[str], cwd: Path, processes: int = 2, devices_per_process: int = 1,
+                     timeout: int = 300) -> list[subprocess.CompletedProcess]:  # fmt: skip
+    """Runs `python ARGV` as every process of one jax.distributed job (`start_processes`) and waits for them."""
+    return wait_processes(start_processes([argv] * processes, cwd, devices_per_process), timeout)
 
 
 def run_distributed(target: str, *args: object, cwd: Path, processes: int = 2, devices_per_process: int = 1,
