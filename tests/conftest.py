@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.cli import run_main
+from helpers.shared import PARITY, REPO, SAMPLES, SHARED, synth_state_dict_builder
 
 from magnet_jax.allocator import configure_allocator
 
 # As the entry points do, before JAX allocates (tests/test_allocator.py checks the outputs are bit-identical).
 configure_allocator("bounded")  # many different workloads in one process: a bounded heap
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MAGNET_SHARED", REPO.parent / "shared"))
-PARITY = SHARED / "parity"
-SAMPLES = SHARED / "samples"
+__all__ = ["PARITY", "REPO", "SAMPLES", "SHARED", "run_main"]  # the tests' paths and runner live in helpers/
 
 
 @pytest.fixture(scope="session")
@@ -43,24 +39,7 @@ def ops_npz(parity_dir):
 @pytest.fixture(scope="session")
 def synth_state_dict(parity_dir):
     """synth_state_dict(manifest_name, salt='') -> {torch key: array} of the original's weights."""
-    sys.path.insert(0, str(parity_dir))
-    from synth_weights import synth_state_dict as synth
-
-    def build(name: str, salt: str = "") -> dict[str, np.ndarray]:
-        manifest = json.loads((parity_dir / "manifests" / f"{name}.json").read_text())
-        bn = dict(np.load(parity_dir / "bn_stats" / f"{name}.npz"))
-        return synth(manifest, salt, bn)
-
-    return build
-
-
-def run_main(args: list[str], cwd: Path | None = None, timeout: int = 900):
-    """`python main.py ARGS` in a subprocess, as a user runs it; returns the CompletedProcess."""
-    import subprocess
-
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, str(REPO / "main.py"), *args], cwd=cwd or REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return synth_state_dict_builder(parity_dir)
 
 
 @pytest.fixture(scope="session")
@@ -74,43 +53,6 @@ def smoke_run(tmp_path_factory) -> Path:
     return workdir
 
 
-# ----------------------------------------------------------------------------- the slow-test budget
-# `MAGNET_TEST_BUDGET_S=N` (what .ci/run sets): tests marked `slow` run after all the others, and each one
-# starts only while fewer than N - SLOW_TEST_MAX_S seconds have passed since the session began; the rest are
-# skipped, naming the budget. Unset, every test runs. `pytest -m slow` runs only the slow ones.
-BUDGET_ENV = "MAGNET_TEST_BUDGET_S"
-SLOW_TEST_MAX_S = 130.0  # the longest slow test on a 2-core CPU under -n 2 (the two-process training test)
-_SESSION_START = [0.0]
-
-
-def _budget_s() -> float | None:
-    raw = os.environ.get(BUDGET_ENV, "").strip()
-    if not raw:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        raise pytest.UsageError(f"{BUDGET_ENV}={raw!r}: expected a number of seconds") from None
-
-
-def pytest_sessionstart(session) -> None:
-    import time
-
-    _budget_s()  # a bad value is an error before any test runs
-    _SESSION_START[0] = time.monotonic()
-
-
 def pytest_collection_modifyitems(config, items) -> None:
-    # stable: the slow tests keep their order, after every other test
+    # stable: the slow tests keep their order, after every other test (a quick failure shows first)
     items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
-
-
-def pytest_runtest_setup(item) -> None:
-    import time
-
-    budget = _budget_s()
-    if budget is None or item.get_closest_marker("slow") is None:
-        return
-    spent = time.monotonic() - _SESSION_START[0]
-    if spent > budget - SLOW_TEST_MAX_S:
-        pytest.skip(f"slow test not started: {spent:.0f} s of the {budget:.0f} s {BUDGET_ENV} spent (pytest -m slow)")

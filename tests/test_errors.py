@@ -8,16 +8,17 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, run_main
 from helpers.cli import one_line_error as _one_line_error
+from helpers.cli import run_main, save_random_weights, weight_flags
 from helpers.cli import tree_hash as _tree_hash
+from helpers.multidevice import child_command, child_env
+from helpers.shared import REPO
 
 TINY = str(REPO / "tests" / "configs" / "tiny.py")
 
@@ -166,20 +167,13 @@ def _deepglobe_list(root: Path, bad_label_at: int | None = None, n: int = 3) -> 
 
 @pytest.fixture(scope="module")
 def small_weights(tmp_path_factory) -> Path:
-    from magnet_jax.models import build_model
-    from magnet_jax.weights import save_model_weights
-
-    root = tmp_path_factory.mktemp("weights")
-    save_model_weights(build_model("small", 7), root / "backbone", model_name="small", num_classes=7)
-    save_model_weights(build_model("refinement", 7, seed=1), root / "refiner", model_name="refinement", num_classes=7)
-    return root
+    return save_random_weights(tmp_path_factory.mktemp("weights"), "small", 7)
 
 
 def _dg_flags(root: Path, weights: Path) -> list[str]:
     return ["--config", str(REPO / "configs" / "deepglobe.py"), f"--config.data.root={root}",
             f"--config.data.test_list={root / 'test.txt'}", "--config.model.backbone=small",
-            f"--config.checkpoint.backbone={weights / 'backbone'}",
-            f"--config.checkpoint.refiners={weights / 'refiner'}",
+            *weight_flags(weights),
             "--config.magnet.scales=32-32,64-64", "--config.magnet.crop_size=32-32",
             "--config.magnet.input_size=32-32"]  # fmt: skip
 
@@ -217,24 +211,14 @@ def test_truncated_jpeg_in_a_dataset_names_the_file(tmp_path):
     assert read_image(str(tmp_path / "ok.jpg")).shape == (40, 40, 3)
 
 
-WRITER = """
-import sys, numpy as np
-from magnet_jax.evaluation import write_json_atomic
-big = {"rows": np.arange(2_000_000).tolist()}
-print("ready", flush=True)
-while True:
-    write_json_atomic(sys.argv[1], big)
-"""
-
-
 def test_kill_during_results_write_leaves_the_old_file(tmp_path):
     from magnet_jax.evaluation import write_json_atomic
 
     path = tmp_path / "results.json"
     write_json_atomic(path, {"old": True})
-    env = dict(os.environ, PYTHONPATH=str(REPO))
     for delay in (0.05, 0.4, 1.1):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], env=env, stdout=subprocess.PIPE)
+        proc = subprocess.Popen(child_command("helpers.children:write_results_forever", path), env=child_env(),
+                                stdout=subprocess.PIPE)  # fmt: skip
         assert proc.stdout.readline().strip() == b"ready"
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)

@@ -13,9 +13,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, run_main
+from helpers.cli import one_line_error as _one_line_error
+from helpers.cli import run_main, save_random_weights, tree_hash
+from helpers.cli import weight_flags as _weights
+from helpers.shared import REPO
 from helpers.small_disk import KINDS, MESSAGES, run_main_in, small_disk
-from test_errors import _one_line_error, _tree_hash
 
 TINY = str(REPO / "tests" / "configs" / "tiny.py")
 SWEEP = str(REPO / "tests" / "configs" / "tiny_sweep.py")
@@ -55,17 +57,7 @@ def test_an_unknown_variant_names_the_variants(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory) -> Path:
     """A random `small` backbone and refiner for tests/configs/tiny.py (5 classes)."""
-    from magnet_jax.models import build_model
-    from magnet_jax.weights import save_model_weights
-
-    root = tmp_path_factory.mktemp("tiny_weights")
-    save_model_weights(build_model("small", 5), root / "backbone", model_name="small", num_classes=5)
-    save_model_weights(build_model("refinement", 5, seed=1), root / "refiner", model_name="refinement", num_classes=5)
-    return root
-
-
-def _weights(root: Path) -> list[str]:
-    return [f"--config.checkpoint.backbone={root / 'backbone'}", f"--config.checkpoint.refiners={root / 'refiner'}"]
+    return save_random_weights(tmp_path_factory.mktemp("tiny_weights"), "small", 5)
 
 
 def _png(path: str | bytes, seed: int) -> None:
@@ -140,7 +132,7 @@ def test_a_second_run_in_a_held_workdir_is_refused(tmp_path, tiny_weights):
     work.mkdir()
     (work / "notes.txt").write_text("mine\n")
     (work / ".magnet_jax.lock").touch()
-    before = _tree_hash(work)  # first: closing any file of the lock's would release this process's lock
+    before = tree_hash(work)  # first: closing any file of the lock's would release this process's lock
     with open(work / ".magnet_jax.lock", "a") as held:
         fcntl.lockf(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         for mode in ("train", "evaluate"):
@@ -148,7 +140,7 @@ def test_a_second_run_in_a_held_workdir_is_refused(tmp_path, tiny_weights):
                              f"--config.data.root={tmp_path / 'd'}", *_weights(tiny_weights)])  # fmt: skip
             line = _one_line_error(proc)
             assert f"--workdir {work}: in use by another run (pid {os.getpid()})" in line
-    assert _tree_hash(work) == before and not (tmp_path / "d").exists()
+    assert tree_hash(work) == before and not (tmp_path / "d").exists()
     proc = run_main(["--config", TINY, "--mode=evaluate", "--workdir", str(work),
                      f"--config.data.root={tmp_path / 'd'}", *_weights(tiny_weights)])  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]  # released: the next run goes ahead

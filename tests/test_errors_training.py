@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO, run_main
+from helpers.cli import one_line_error as _one_line_error
 from helpers.small_disk import KINDS, MESSAGES, run_main_in, small_disk
-from test_errors import _one_line_error
 
 TINY = str(REPO / "tests" / "configs" / "tiny.py")
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO, run_main
+from helpers.multidevice import start_processes, wait_processes
 
 from magnet_jax.evaluation.evaluator import prefetched
 from magnet_jax.evaluation.processes import process_images
@@ -85,34 +85,12 @@ def test_round_robin_split_and_prefetch_order():
     assert [i for i, _ in got] == [0, 1, 2, 3] and isinstance(got[-1][1], OSError)  # stops at the failure
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def _start(args_per_process: list[list[str]]) -> list[subprocess.Popen]:
-    port = _free_port()
-    procs = []
-    for pid, args in enumerate(args_per_process):
-        env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
-                   JAX_PROCESS_ID=str(pid), PYTHONPATH=str(REPO))  # fmt: skip
-        procs.append(subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))  # fmt: skip
-    return procs
+    return start_processes(args_per_process)
 
 
 def _wait(procs: list[subprocess.Popen], timeout: float = 600) -> list[tuple[int, str]]:
-    out = []
-    for p in procs:
-        try:
-            _, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        out.append((p.returncode, err))
-    return out
+    return [(p.returncode, p.stderr) for p in wait_processes(procs, timeout)]
 
 
 @pytest.mark.slow

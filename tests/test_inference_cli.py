@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from helpers.cli import run_main as _main
+from helpers.cli import save_random_weights, write_random_images
+from helpers.shared import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = [
     "--config.magnet.crop_size=64-64",
     "--config.magnet.input_size=64-64",
@@ -23,29 +22,10 @@ SMALL = [
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    from magnet_jax.models import build_model
-    from magnet_jax.weights import save_model_weights
-
-    root = tmp_path_factory.mktemp("cli")
-    save_model_weights(build_model("fpn", 7), root / "backbone", model_name="fpn", num_classes=7)
-    save_model_weights(build_model("refinement", 7, seed=1), root / "refiner", model_name="refinement", num_classes=7)
-    rng = np.random.default_rng(0)
-    (root / "imgs").mkdir()
-    for i in range(2):
-        cv2.imwrite(str(root / "imgs" / f"im{i}.png"), rng.integers(0, 255, (130, 150, 3), dtype=np.uint8))
+    """A random `fpn` backbone and refiner (7 classes) and two 130x150 images under imgs/."""
+    root = save_random_weights(tmp_path_factory.mktemp("cli"), "fpn", 7)
+    write_random_images(root / "imgs", 2, (130, 150))
     return root
-
-
-def _main(args, cwd, timeout=900):
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run(
-        [sys.executable, str(REPO / "main.py"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def test_predict_command(assets, tmp_path):

@@ -10,26 +10,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
+from helpers.cli import save_random_weights, weight_flags, write_random_images
+from helpers.shared import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 N = 6
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    from magnet_jax.models import build_model
-    from magnet_jax.weights import save_model_weights
-
-    root = tmp_path_factory.mktemp("resume")
-    save_model_weights(build_model("small", 5), root / "backbone", model_name="small", num_classes=5)
-    save_model_weights(build_model("refinement", 5, seed=1), root / "refiner", model_name="refinement", num_classes=5)
-    rng = np.random.default_rng(0)
-    (root / "imgs").mkdir()
-    for i in range(N):
-        cv2.imwrite(str(root / "imgs" / f"im{i}.png"), rng.integers(0, 255, (96, 96, 3), dtype=np.uint8))
+    """A random `small` backbone and refiner (5 classes) and N 96x96 images under imgs/."""
+    root = save_random_weights(tmp_path_factory.mktemp("resume"), "small", 5)
+    write_random_images(root / "imgs", N, (96, 96))
     return root
 
 
@@ -37,7 +30,7 @@ def _args(root: Path, out: Path, *extra: str) -> list[str]:
     return [
         sys.executable, str(REPO / "main.py"), "--config", str(REPO / "tests" / "configs" / "tiny.py"),
         "--mode=predict", "--image", str(root / "imgs"), "--workdir", str(out),
-        f"--config.checkpoint.backbone={root / 'backbone'}", f"--config.checkpoint.refiners={root / 'refiner'}",
+        *weight_flags(root),
         "--config.magnet.scales=48-48,96-96", *extra,
     ]  # fmt: skip
 

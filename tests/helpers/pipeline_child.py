@@ -17,24 +17,15 @@ from magnet_jax.allocator import configure_allocator  # noqa: E402
 MODE = configure_allocator()  # before JAX allocates, as main.py does
 
 import numpy as np  # noqa: E402
-from conftest import PARITY, SAMPLES  # noqa: E402
 from test_inference_pipelines import run_case  # noqa: E402
 
+from helpers.shared import PARITY, SAMPLES, synth_state_dict_builder  # noqa: E402
 from magnet_jax.compile_cache import enable_compilation_cache  # noqa: E402
 
 
 def main(case: str, out: str) -> None:
     enable_compilation_cache()
-    sys.path.insert(0, str(PARITY))
-    from synth_weights import synth_state_dict as synth
-
-    def synth_state_dict(name: str, salt: str = ""):
-        import json
-
-        manifest = json.loads((PARITY / "manifests" / f"{name}.json").read_text())
-        return synth(manifest, salt, dict(np.load(PARITY / "bn_stats" / f"{name}.npz")))
-
-    _, result, _ = run_case(PARITY, SAMPLES, synth_state_dict, case)
+    _, result, _ = run_case(PARITY, SAMPLES, synth_state_dict_builder(PARITY), case)
     arrays = {"mode": np.array(MODE)}
     for st in result.stages:
         arrays[f"stage{st.index}_probs"] = np.asarray(st.probs)

@@ -23,14 +23,18 @@ def _mount(folder: Path, size_kb: int) -> bool:
     return proc.returncode == 0
 
 
-# The child sets its own limit before running main.py (no preexec_fn: forking a process that runs JAX's
-# threads may deadlock).
-_LIMITED = """import resource, runpy, signal, sys
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-limit, sys.argv = int(sys.argv[1]) * 1024, sys.argv[2:]
-resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
+def run_limited(fsize_kb: str, main: str, *args: str) -> None:
+    """The child of `run_main_in`: `main ARGS` with writes limited to `fsize_kb` KiB a file. It sets its own limit
+    (no preexec_fn: forking a process that runs JAX's threads may deadlock)."""
+    import resource
+    import runpy
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    limit = int(fsize_kb) * 1024
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    sys.argv = [main, *args]
+    runpy.run_path(main, run_name="__main__")
 
 
 @contextlib.contextmanager
@@ -54,8 +58,10 @@ def small_disk(kind: str, root: Path, size_kb: int) -> Iterator[tuple[Path, int 
 
 
 def run_main_in(args: list[str], repo: Path, fsize_kb: int | None = None, timeout: int = 900):
-    """`python main.py ARGS` as `conftest.run_main`, under a file-size limit of `fsize_kb` KiB when given."""
-    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    limit = ["-c", _LIMITED, str(fsize_kb), str(repo / "main.py")] if fsize_kb else [str(repo / "main.py")]
-    return subprocess.run([sys.executable, *limit, *args], cwd=repo, env=env, capture_output=True, text=True,
+    """`python main.py ARGS` as `helpers.cli.run_main`, under a file-size limit of `fsize_kb` KiB when given."""
+    from helpers.multidevice import child_command, child_env
+
+    main = str(repo / "main.py")
+    argv = child_command("helpers.small_disk:run_limited", fsize_kb, main) if fsize_kb else [sys.executable, main]
+    return subprocess.run([*argv, *args], cwd=repo, env=child_env(), capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
