@@ -27,8 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("models",),
     ("data",),
     ("ops", "metrics", "losses", "config", "preprocess", "sharding", "allocator", "compile_cache", "memory_budget",
-     "field_checks",
-     "progress", "provenance"),
+     "field_checks", "progress", "provenance"),
 )  # fmt: skip
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 _LOADERS = {"import_module", "__import__"}
