@@ -57,7 +57,8 @@ def _constructor_parameters(name: str) -> list[inspect.Parameter]:
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_one_file_and_the_constructor_contract(name):
-    kind, module, _ = _REGISTRY[name]
+    kind, ctor = _REGISTRY[name]
+    module = ctor.__module__
     assert kind in (BACKBONE, REFINER)
     assert module.startswith("magnet_jax.models.") and module.count(".") == 2, module  # one file of models/
     params = _constructor_parameters(name)

@@ -12,28 +12,33 @@ Modules start in eval mode; `model.train()` / `model.eval()` switch BatchNorm an
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
 from flax import nnx
 
+from magnet_jax.models.fpn import ResnetFPN
+from magnet_jax.models.hrnet_ocr import hrnet18_ocr, hrnet48_ocr
+from magnet_jax.models.psp import PSPNet
+from magnet_jax.models.refinement import RefinementMagNet
+from magnet_jax.models.small import SmallSegNet
+
 BACKBONE = "backbone"
 REFINER = "refiner"
 
-# name -> (kind, module, constructor); imported lazily so that using one model does not
-# build the others' code paths. A new model: its file plus one line here.
-_REGISTRY: dict[str, tuple[str, str, str]] = {
-    "fpn": (BACKBONE, "magnet_jax.models.fpn", "ResnetFPN"),
-    "psp": (BACKBONE, "magnet_jax.models.psp", "PSPNet"),
-    "hrnet18+ocr": (BACKBONE, "magnet_jax.models.hrnet_ocr", "hrnet18_ocr"),
-    "hrnet48+ocr": (BACKBONE, "magnet_jax.models.hrnet_ocr", "hrnet48_ocr"),
-    "refinement": (REFINER, "magnet_jax.models.refinement", "RefinementMagNet"),
-    "small": (BACKBONE, "magnet_jax.models.small", "SmallSegNet"),  # synthetic demo / tests, not in the original
+# name -> (kind, constructor `Model(num_classes, *, rngs, options with defaults)`; CONTRIBUTING.md).
+# A new model: its file, its import above and one line here (tests/test_models_contract.py checks it).
+_REGISTRY: dict[str, tuple[str, Callable[..., nnx.Module]]] = {
+    "fpn": (BACKBONE, ResnetFPN),
+    "psp": (BACKBONE, PSPNet),
+    "hrnet18+ocr": (BACKBONE, hrnet18_ocr),
+    "hrnet48+ocr": (BACKBONE, hrnet48_ocr),
+    "refinement": (REFINER, RefinementMagNet),
+    "small": (BACKBONE, SmallSegNet),  # synthetic demo / tests, not in the original
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
-BACKBONE_NAMES: tuple[str, ...] = tuple(n for n, (kind, _, _) in _REGISTRY.items() if kind == BACKBONE)
-REFINER_NAMES: tuple[str, ...] = tuple(n for n, (kind, _, _) in _REGISTRY.items() if kind == REFINER)
+BACKBONE_NAMES: tuple[str, ...] = tuple(n for n, (kind, _) in _REGISTRY.items() if kind == BACKBONE)
+REFINER_NAMES: tuple[str, ...] = tuple(n for n, (kind, _) in _REGISTRY.items() if kind == REFINER)
 _NAMES_OF_KIND = {BACKBONE: BACKBONE_NAMES, REFINER: REFINER_NAMES}
 
 
@@ -60,9 +65,9 @@ def check_model_name(name: str, kind: str, field: str) -> None:
 
 
 def model_constructor(name: str) -> Callable[..., nnx.Module]:
-    model_kind(name)  # unknown names are refused with the list of valid ones
-    _, module_name, attr = _REGISTRY[name]
-    return getattr(importlib.import_module(module_name), attr)
+    """The constructor of registered model `name`; ValueError naming the valid ones otherwise."""
+    model_kind(name)
+    return _REGISTRY[name][1]
 
 
 def build_model(name: str, num_classes: int, *, seed: int = 0) -> nnx.Module:
