@@ -10,26 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.multidevice import child_env, run_child
 
 from magnet_jax.allocator import ALLOCATOR_ENV, allocator_mode
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
-
-_FAULTS = """
-import resource, sys
-sys.path.insert(0, {repo!r})
-from magnet_jax.allocator import configure_allocator
-mode = configure_allocator()
-import numpy as np
-def faults():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-a = np.ones(2**25); del a  # 256 MiB: far above glibc's default mmap threshold
-before = faults()
-for _ in range(3):
-    a = np.ones(2**25); del a
-print(mode, faults() - before)
-"""
 
 
 def _env(mode: str | None) -> dict[str, str]:
@@ -39,12 +25,17 @@ def _env(mode: str | None) -> dict[str, str]:
     return env
 
 
+def _child_env(mode: str | None) -> dict[str, str]:
+    """The helper's child environment without this process's allocator settings (the suite's `bounded`, also in
+    GLIBC_TUNABLES), `mode` as `$MAGNET_JAX_ALLOCATOR` when given."""
+    env = {k: v for k, v in child_env().items() if k not in (ALLOCATOR_ENV, "GLIBC_TUNABLES")}
+    if mode is not None:
+        env[ALLOCATOR_ENV] = mode
+    return env
+
+
 def _faults(mode: str | None) -> tuple[str, int]:
-    out = subprocess.run(
-        [sys.executable, "-c", _FAULTS.format(repo=str(REPO))], env=_env(mode), capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    applied, count = out.stdout.split()
+    applied, count = run_child("helpers.children:allocator_faults", env=_child_env(mode))
     return applied, int(count)
 
 
@@ -61,24 +52,8 @@ def test_allocator_keeps_freed_memory_mapped():
     assert tuned < 20, tuned
 
 
-_TRIMMED = """
-import sys
-sys.path.insert(0, {repo!r})
-from magnet_jax.allocator import configure_allocator
-mode = configure_allocator({default!r})
-import numpy as np
-def rss_mb():
-    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
-a = np.ones(2**28 + 2**26); del a  # 2.5 GiB freed at the top of the heap
-print(mode, round(rss_mb()))
-"""
-
-
 def _rss_after_free(default: str) -> tuple[str, float]:
-    code = _TRIMMED.format(repo=str(REPO), default=default)
-    out = subprocess.run([sys.executable, "-c", code], env=_env(None), capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    applied, rss = out.stdout.split()
+    applied, rss = run_child("helpers.children:allocator_rss_after_free", default, env=_child_env(None))
     return applied, float(rss)
 
 
@@ -95,27 +70,9 @@ def test_bounded_mode_returns_a_freed_heap_top_tuned_keeps_it():
     assert tuned > 2048, tuned  # never trimmed: the pages stay mapped for the next forward pass
 
 
-_GUARD = """
-import sys, time
-sys.path.insert(0, {repo!r})
-from magnet_jax.allocator import configure_allocator, resident_bytes, start_heap_guard
-mode = configure_allocator("bounded")  # glibc settings as tuned (holes are never trimmed), without its guard
-import numpy as np
-hole = np.ones(2**26 + 2**25)  # 768 MiB
-pin = np.ones(2**16)  # above it in the heap: freeing `hole` leaves a hole, not a free top
-del hole
-kept = resident_bytes()
-started = start_heap_guard(fraction=0.5, interval_s=0.02, limit_bytes=int({limit_factor} * kept))
-time.sleep(0.3)
-print(mode, started, kept // 2**20, resident_bytes() // 2**20)
-"""
-
-
-def _guarded_rss(limit_factor: float) -> tuple[str, str, int, int]:
-    code = _GUARD.format(repo=str(REPO), limit_factor=limit_factor)
-    out = subprocess.run([sys.executable, "-c", code], env=_env(None), capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    mode, started, kept, after = out.stdout.split()
+def _guarded_rss(limit_factor: float) -> tuple[str, bool, int, int]:
+    mode, started, kept, after = run_child("helpers.children:allocator_guarded_rss", limit_factor,
+                                           env=_child_env(None))  # fmt: skip
     return mode, started, int(kept), int(after)
 
 
@@ -124,7 +81,7 @@ def test_heap_guard_hands_the_freed_heap_back_only_above_its_limit():
     mode, started, kept, after = _guarded_rss(1.0)  # the resident set is at twice the guard's threshold
     if mode == "unavailable":
         pytest.skip("not glibc: nothing to configure")
-    assert (mode, started) == ("bounded", "True")
+    assert (mode, started) == ("bounded", True)
     assert kept > 700, kept  # the freed 768 MiB hole stayed mapped
     assert after < kept - 600, (kept, after)  # the guard returned it
     _, _, kept, after = _guarded_rss(4.0)  # below the threshold: left alone

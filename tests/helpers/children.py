@@ -157,3 +157,57 @@ def write_results_forever(path: str) -> None:
     print("ready", flush=True)
     while True:
         write_json_atomic(path, big)
+
+
+def allocator_faults() -> list:
+    """The allocator setting of `$MAGNET_JAX_ALLOCATOR` (default tuned), then the minor page faults of three
+    256 MiB allocations after a first one: [mode applied, faults]."""
+    import resource
+
+    from magnet_jax.allocator import configure_allocator
+
+    mode = configure_allocator()
+    import numpy as np
+
+    a = np.ones(2**25)  # 256 MiB: far above glibc's default mmap threshold
+    del a
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(3):
+        a = np.ones(2**25)
+        del a
+    return [mode, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before]
+
+
+def allocator_rss_after_free(default: str) -> list:
+    """The allocator setting with command default `default`, then the resident set (MiB, rounded) after 2.5 GiB
+    freed at the top of the heap: [mode applied, MiB]."""
+    from magnet_jax.allocator import configure_allocator
+
+    mode = configure_allocator(default)
+    import numpy as np
+
+    a = np.ones(2**28 + 2**26)  # 2.5 GiB
+    del a
+    with open("/proc/self/statm") as f:
+        return [mode, round(int(f.read().split()[1]) * 4096 / 2**20)]
+
+
+def allocator_guarded_rss(limit_factor: str) -> list:
+    """A 768 MiB hole freed below a live block in a `bounded` heap, then a heap guard (threshold half of
+    `limit_factor` times the resident set) left 0.3 s: [mode, guard started, MiB resident before, MiB after]."""
+    import time
+
+    from magnet_jax.allocator import configure_allocator, resident_bytes, start_heap_guard
+
+    mode = configure_allocator("bounded")  # glibc settings as tuned (holes are never trimmed), without its guard
+    import numpy as np
+
+    hole = np.ones(2**26 + 2**25)  # 768 MiB
+    pin = np.ones(2**16)  # above it in the heap: freeing `hole` leaves a hole, not a free top
+    del hole
+    kept = resident_bytes()
+    started = start_heap_guard(fraction=0.5, interval_s=0.02, limit_bytes=int(float(limit_factor) * kept))
+    time.sleep(0.3)
+    after = resident_bytes()
+    del pin  # live until the measurement
+    return [mode, started, kept // 2**20, after // 2**20]

@@ -50,9 +50,11 @@ def result_of(proc: subprocess.CompletedProcess) -> object:
     return json.loads(lines[-1][len(RESULT) :])
 
 
-def run_child(target: str, *args: object, devices: int = 1, cwd: Path | None = None, timeout: int = 600) -> object:
-    """Runs `target(*args)` in a child with `devices` CPU devices; returns its JSON result."""
-    proc = subprocess.run(child_command(target, *args), env=child_env(devices), cwd=cwd, capture_output=True,
+def run_child(target: str, *args: object, devices: int = 1, cwd: Path | None = None, timeout: int = 600,
+              env: dict[str, str] | None = None) -> object:  # fmt: skip
+    """Runs `target(*args)` in a child with `devices` CPU devices, or with the whole environment `env` when given
+    (e.g. `child_env()` less a variable); returns its JSON result."""
+    proc = subprocess.run(child_command(target, *args), env=env or child_env(devices), cwd=cwd, capture_output=True,
                           text=True, timeout=timeout)  # fmt: skip
     return result_of(proc)
 
