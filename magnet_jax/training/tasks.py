@@ -22,7 +22,6 @@ from jax.sharding import Mesh
 from magnet_jax.sharding import replicate
 from magnet_jax.training.spec import RunSpec
 from magnet_jax.training.state import ModelDef, split_model
-from magnet_jax.training.step import make_train_step, segmentation_loss
 
 
 class Task(Protocol):
@@ -80,13 +79,14 @@ class BackboneTask:
         return ()
 
     def make_step(self, spec: RunSpec, model_def: ModelDef, tx: optax.GradientTransformation, schedule, mesh):
-        from magnet_jax.training.backbone_step import backbone_loss, backbone_metrics
+        from magnet_jax.training.backbone_step import make_backbone_step
 
-        loss_value = segmentation_loss(spec.loss, spec.ignore_label, spec.ohem_thresh, spec.ohem_min_kept)
-        return make_train_step(
-            backbone_loss(model_def, loss_value, spec.aux_weight), tx, schedule,
-            metrics=backbone_metrics(spec.num_classes, spec.ignore_label), mesh=mesh, fast_conv=spec.fast_conv,
+        step = make_backbone_step(
+            model_def, tx, schedule, num_classes=spec.num_classes, ignore_label=spec.ignore_label,
+            aux_weight=spec.aux_weight, mesh=mesh, fast_conv=spec.fast_conv, loss=spec.loss,
+            ohem_thresh=spec.ohem_thresh, ohem_min_kept=spec.ohem_min_kept,
         )  # fmt: skip
+        return lambda state, extra, batch: step(state, batch)  # a backbone step reads nothing besides its state
 
     def model_inputs(self, spec: RunSpec, extra: tuple, batch: dict) -> tuple:
         return (batch["image"],)
